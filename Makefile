@@ -1,0 +1,30 @@
+# Two commands on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo demo-small test bench clean-venv
+
+setup: $(STAMP)
+
+# Reinstall when the project's dependencies change; otherwise nothing to do.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(MAKE) -C recipes/demo SNNASR=$(abspath $(BIN))/snnasr
+
+demo-small: $(STAMP)
+	$(MAKE) -C recipes/demo SMALL=1 SNNASR=$(abspath $(BIN))/snnasr
+
+bench: $(STAMP)
+	$(BIN)/snnasr bench
+
+clean-venv:
+	rm -rf $(VENV)

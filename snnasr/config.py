@@ -1,0 +1,231 @@
+"""Typed experiment configuration: dataclasses loaded from YAML, with ``key=value`` overrides.
+
+A config file mirrors :class:`Config`: sections ``model``, ``train``, ``data`` plus top-level
+``seed``.  Unknown keys and wrong types are errors (a typo must not silently fall back to a
+default).  Overrides use dotted keys, e.g. ``model.hidden=550 train.epochs=24``; values are
+parsed as YAML scalars.  Shipped defaults reproduce the seed paper's TIMIT setting
+(Ponghiran & Roy 2021): 2 x 550, BN, dropout 0.2, Adam 1e-3, 24 epochs, new-bob, 6-bit
+spikes with dead-zone 3, sigma-delta input encoding, length curriculum.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snnasr.io import ConfigError, write_text
+
+ARCHS = ("lstm", "gru", "lif", "proposed")
+SURROGATES = ("ste-box", "fast-sigmoid", "triangle", "multi-gaussian", "atan")
+INPUT_ENCODINGS = ("sigma-delta", "none")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "proposed"
+    hidden: int = 550
+    layers: int = 2
+    dropout: float = 0.2
+    batchnorm: bool = True
+    # Spiking layers (lif, proposed): multi-bit quantiser, see snnasr.models.spikes.
+    n_bits: int = 6
+    threshold: int = 3
+    ema_momentum: float = 0.1
+    surrogate: str = "ste-box"
+    surrogate_scale: float = 1.0
+    input_encoding: str = "sigma-delta"
+    input_n_bits: int = 6
+    input_threshold: int = 3
+    # proposed: true = gates also see the layer's own previous output (paper / v2); false = v1.
+    recurrent: bool = True
+    # lif: initial per-neuron synaptic decay, kept in [0, 1].
+    lif_decay_init: float = 1.0
+
+    def check(self) -> None:
+        _choice("model.arch", self.arch, ARCHS)
+        _choice("model.surrogate", self.surrogate, SURROGATES)
+        _choice("model.input_encoding", self.input_encoding, INPUT_ENCODINGS)
+        _positive("model.hidden", self.hidden)
+        _positive("model.layers", self.layers)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1)")
+        for name in ("n_bits", "input_n_bits"):
+            v = getattr(self, name)
+            if not 1 <= v <= 16:
+                raise ConfigError(f"model.{name}={v}: must be between 1 and 16")
+        for name, bits in (("threshold", self.n_bits), ("input_threshold", self.input_n_bits)):
+            v = getattr(self, name)
+            if v < 0 or (bits > 1 and v >= 2 ** (bits - 1) - 1):
+                raise ConfigError(f"model.{name}={v}: dead zone must be >= 0 and leave at least one level "
+                                  f"below 2^(n_bits-1)-1")
+        if not 0.0 <= self.lif_decay_init <= 1.0:
+            raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 24
+    lr: float = 1e-3
+    # Minibatches hold at most this many frames (padding included), from length-sorted buckets.
+    batch_frames: int = 32000
+    # "<max_len>*<epochs>|...": utterances longer than max_len are cut into pieces.
+    curriculum: str = "100*5|200*4|400*4|800*4|1000*7"
+    newbob_threshold: float = 0.005
+    lr_floor: float = 1.25e-4
+    grad_clip: float = 0.0
+    eval_max_len: int = 1000
+
+    def check(self) -> None:
+        _positive("train.epochs", self.epochs)
+        _positive("train.batch_frames", self.batch_frames)
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr}: must be positive")
+        parse_curriculum(self.curriculum)
+
+
+@dataclass
+class DataConfig:
+    train_set: str = "train"
+    dev_set: str = "dev"
+    # Label level to train on (a name listed in data/lang/labels.yaml); null = that file's default.
+    label_level: str | None = None
+    # CMVN applied when loading features: from the stats written by `snnasr features`.
+    cmvn: str = "speaker"
+    norm_vars: bool = False
+    # Splice +-context frames around each frame (0 = none, as in the seed).
+    context: int = 0
+
+    def check(self) -> None:
+        _choice("data.cmvn", self.cmvn, ("speaker", "utt", "none"))
+        if self.context < 0:
+            raise ConfigError(f"data.context={self.context}: must be >= 0")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 1
+
+    def check(self) -> "Config":
+        self.model.check()
+        self.train.check()
+        self.data.check()
+        return self
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: choose one of {', '.join(choices)}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}={value}: must be positive")
+
+
+def parse_curriculum(spec: str) -> list[tuple[int, int]]:
+    """``"100*5|200*4"`` -> ``[(100, 5), (200, 4)]`` (max length, number of epochs)."""
+    out = []
+    for part in spec.split("|"):
+        try:
+            length, _, epochs = part.partition("*")
+            out.append((int(length), int(epochs) if epochs else 1))
+        except ValueError:
+            raise ConfigError(f"train.curriculum={spec!r}: expected '<max_len>*<epochs>|...'") from None
+        if out[-1][0] <= 0 or out[-1][1] <= 0:
+            raise ConfigError(f"train.curriculum={spec!r}: lengths and epoch counts must be positive")
+    return out
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{name}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _update(obj: Any, values: dict, prefix: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {name!r}; known: {', '.join(sorted(known))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _update(current, value, f"{name}.")
+        else:
+            setattr(obj, key, _coerce(name, value, hints[key]))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """``["model.hidden=550"]`` -> ``{"model": {"hidden": 550}}`` (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. model.hidden=550")
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return tree
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
+                **section_defaults: dict) -> Config:
+    """Defaults, then ``section_defaults`` (e.g. ``model={"arch": "lif"}``), then the YAML, then overrides."""
+    cfg = Config()
+    if section_defaults:
+        _update(cfg, section_defaults, "")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        try:
+            _update(cfg, values, "")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    _update(cfg, parse_overrides(overrides), "")
+    return cfg.check()
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a Config saved with :func:`save_config` (e.g. from a checkpoint)."""
+    cfg = Config()
+    _update(cfg, values, "")
+    return cfg.check()
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))

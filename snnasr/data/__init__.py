@@ -1,0 +1,1 @@
+"""Corpus preparation: one module per corpus, all writing Kaldi data dirs (see datadir)."""
