@@ -95,14 +95,12 @@ class DataConfig:
     dev_set: str = "dev"
     # Label level to train on (a name listed in data/lang/labels.yaml); null = that file's default.
     label_level: str | None = None
-    # CMVN applied when loading features: from the stats written by `snnasr features`.
-    cmvn: str = "speaker"
+    # CMVN (speaker/utt/none) is chosen by `snnasr features`; here only whether to normalise variances too.
     norm_vars: bool = False
     # Splice +-context frames around each frame (0 = none, as in the seed).
     context: int = 0
 
     def check(self) -> None:
-        _choice("data.cmvn", self.cmvn, ("speaker", "utt", "none"))
         if self.context < 0:
             raise ConfigError(f"data.context={self.context}: must be >= 0")
 
