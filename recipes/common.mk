@@ -1,0 +1,18 @@
+# Shared rules of the recipes: numbered, idempotent stages; stamps in .stamps/ written last.
+# Every stage is safe to re-run: snnasr skips finished work itself, and an interrupted
+# `snnasr train` resumes from its last checkpoint on the next `make`.
+SNNASR ?= snnasr
+STAMPS := .stamps
+ARCHS ?= lstm gru lif proposed
+
+$(STAMPS):
+	mkdir -p $@
+
+# train-% / eval-%: one run per architecture, config conf/train_<arch>.yaml.
+$(STAMPS)/train-%: $(STAMPS)/features conf/train_%.yaml | $(STAMPS)
+	$(SNNASR) train --arch $* --exp $* --config conf/train_$*.yaml $(if $(wildcard exp/$*/checkpoints/*.pt),--resume) $(TRAIN_ARGS)
+	touch $@
+
+$(STAMPS)/eval-%: $(STAMPS)/train-% | $(STAMPS)
+	$(SNNASR) eval exp/$* --set $(EVAL_SET) --report-ops
+	touch $@
