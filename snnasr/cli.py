@@ -166,11 +166,17 @@ def train(arch: str | None, config_path: Path | None, exp_name: str | None, resu
 @click.option("--energy", type=click.Choice(["45nm-fp32", "45nm-fp16", "45nm-int8"]), default="45nm-fp32",
               show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--ops-convention", type=click.Choice(["honest", "official"]), default="honest", show_default=True,
+              help="official = the seed code's gated-SNN formula (its quirk included), for comparison.")
+@click.option("--smooth", type=int, default=1, show_default=True,
+              help="Majority filter over N frames before PER (1 = off).")
 @RECIPE_DIR
-def eval_(exp: Path, set_name: str, report_ops: bool, energy: str, device: str | None, recipe_dir: Path) -> None:
+def eval_(exp: Path, set_name: str, report_ops: bool, energy: str, device: str | None, ops_convention: str,
+          smooth: int, recipe_dir: Path) -> None:
     """Evaluate EXP (exp/<run>) on a set: accuracy, PER, % zeros, ops."""
     from snnasr.evaluate import run_evaluation
-    run_evaluation(exp, recipe_dir, set_name=set_name, report_ops=report_ops, energy=energy, device=device)
+    run_evaluation(exp, recipe_dir, set_name=set_name, report_ops=report_ops, energy=energy, device=device,
+                   ops_convention=ops_convention, smooth_window=smooth)
 
 
 @cli.command()
@@ -196,10 +202,17 @@ def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int)
     run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
 
 
+def _stage_name(argv: list[str]) -> str:
+    """The (sub)command words of argv, e.g. 'prep timit', to prefix error lines."""
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    if words[:1] != ["prep"]:
+        words = words[:1]
+    return " ".join(words) or "snnasr"
+
+
 def main() -> None:
     try:
         cli.main(prog_name="snnasr")
     except SnnasrError as e:
-        name = " ".join(sys.argv[1:2]) or "snnasr"
-        click.echo(f"snnasr {name}: {e}", err=True)
+        click.echo(f"snnasr {_stage_name(sys.argv[1:])}: {e}", err=True)
         sys.exit(1)
