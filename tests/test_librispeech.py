@@ -166,5 +166,5 @@ def test_cli_one_line_error(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as ex:
         cli_module.main()
     err = capsys.readouterr().err
-    assert ex.value.code == 1 and err.startswith("snnasr prep: ") and "test-clean: set not found" in err
+    assert ex.value.code == 1 and err.startswith("snnasr prep librispeech: ") and "test-clean: set not found" in err
     assert err.count("\n") == 1 and not (tmp_path / "recipe").exists()

@@ -213,7 +213,7 @@ def test_cli_reports_one_line_and_exit_1(tmp_path, monkeypatch, capsys, case):
     BAD_INPUTS[case][0](mini)
     code, err = _run_main(monkeypatch, capsys, ["prep", "timit", mini.root, "-d", tmp_path / "recipe"])
     assert code == 1
-    assert err.startswith("snnasr prep: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("snnasr prep timit: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "recipe" / "data").exists()
 
 
