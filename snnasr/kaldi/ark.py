@@ -47,9 +47,12 @@ def _write_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: Path, scp: Path
 
 
 def write_mat_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike,
-                      scp: str | os.PathLike) -> int:
-    """Write float matrices (frames x dims) as a binary ark plus scp; return the count."""
-    return _write_ark_scp(((k, np.asarray(v, dtype=np.float32)) for k, v in items),
+                      scp: str | os.PathLike, dtype: type = np.float32) -> int:
+    """Write float matrices (frames x dims) as a binary ark plus scp; return the count.
+
+    ``dtype=np.float64`` writes Kaldi double matrices (``DM``), as CMVN stats are.
+    """
+    return _write_ark_scp(((k, np.asarray(v, dtype=dtype)) for k, v in items),
                           Path(ark), Path(scp), kaldi_io.write_mat)
 
 
@@ -83,8 +86,14 @@ def read_mat_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def read_vec_int_scp(scp: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, int vector) from an scp."""
-    return _checked(scp, kaldi_io.read_vec_int_scp)
+    """Yield (key, int vector) from an scp (kaldi_io has no reader for this, so one line at a time)."""
+    def reader(path: str) -> Iterator[tuple[str, np.ndarray]]:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    key, rxfile = line.split(maxsplit=1)
+                    yield key, kaldi_io.read_vec_int(rxfile.strip())
+    return _checked(scp, reader)
 
 
 def read_vec_int_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:

@@ -1,0 +1,69 @@
+"""``snnasr prep yesno``: Kaldi's yes/no corpus (``waves_yesno/``) as two Kaldi data dirs.
+
+Input: ``<corpus>/waves_yesno/*.wav`` or ``<corpus>/*.wav``: 8 kHz recordings of one speaker
+saying 8 words, named by their transcript (``0_1_1_0_0_1_0_1.wav``: 0 = NO, 1 = YES); other
+files (README) are ignored.
+
+Outputs: ``<recipe>/data/train_yesno/`` and ``<recipe>/data/test_yesno/``
+(``wav.scp`` with absolute paths, ``text`` in upper case, ``utt2spk`` = ``global``, ``spk2utt``).
+
+Split: ``train_yesno`` holds the recordings whose first word is NO (``0_*``), ``test_yesno`` the
+rest: 31 and 29 of the 60.  Kaldi's ``local/create_yesno_waves_test_train.pl`` splits the
+``ls`` listing of the folder at its half, README files included, so its split moves by one with
+the listing; the 31 here are the utterances of Kaldi's reference monophone run (its
+``data/train_yesno`` and ``ali.1.gz``), and the rule keeps any subset of the corpus on the same
+side.  Frame labels come later, from ``snnasr prep kaldi`` on Kaldi's alignments.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from snnasr.audio import audio_info
+from snnasr.data.datadir import write_data_dir
+from snnasr.io import DataError
+
+SAMPLE_RATE = 8000
+_NAME = re.compile(r"^[01](_[01])*$")
+_WORDS = {"0": "NO", "1": "YES"}
+
+
+def prepare_yesno(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> dict[str, int]:
+    """Write ``data/train_yesno`` and ``data/test_yesno``; return their utterance counts.
+
+    Raises DataError when the folder is missing, holds no WAV files, a WAV name is not a
+    0/1 transcript, a recording is not 8 kHz mono, or one of the two sets would be empty.
+    """
+    waves = find_waves(Path(corpus))
+    sets: dict[str, dict[str, Path]] = {"train_yesno": {}, "test_yesno": {}}
+    for path in waves:
+        if not _NAME.match(path.stem):
+            raise DataError(f"{path}: not a yes/no recording name (expected words as 0/1 joined by '_', "
+                            f"e.g. 0_1_1_0_0_1_0_1.wav); move it out of {path.parent}")
+        audio_info(path, expected_rate=SAMPLE_RATE)
+        sets["train_yesno" if path.stem.startswith("0") else "test_yesno"][path.stem] = path.resolve()
+    for name, utts in sets.items():
+        if not utts:
+            first = "0" if name == "train_yesno" else "1"
+            raise DataError(f"{waves[0].parent}: no recording starting with {first}_ for {name}; "
+                            f"use the complete waves_yesno folder (60 WAVs)")
+    recipe_dir = Path(recipe_dir)
+    for name, utts in sets.items():
+        write_data_dir(recipe_dir / "data" / name,
+                       wav={u: str(p) for u, p in utts.items()},
+                       text={u: " ".join(_WORDS[w] for w in u.split("_")) for u in utts},
+                       utt2spk={u: "global" for u in utts})
+    return {name: len(utts) for name, utts in sets.items()}
+
+
+def find_waves(corpus: Path) -> list[Path]:
+    """WAVs of ``corpus/waves_yesno`` or of ``corpus`` itself, sorted by name."""
+    if not corpus.is_dir():
+        raise DataError(f"{corpus}: folder not found; give the extracted waves_yesno folder "
+                        f"(openslr.org/resources/1) or its parent")
+    folder = corpus / "waves_yesno" if (corpus / "waves_yesno").is_dir() else corpus
+    waves = sorted(p for p in folder.iterdir() if p.suffix == ".wav" and p.is_file())
+    if not waves:
+        raise DataError(f"{folder}: no .wav files; give the extracted waves_yesno folder or its parent")
+    return waves

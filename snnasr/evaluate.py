@@ -1,0 +1,350 @@
+"""``snnasr eval``: score a trained run on one set; optionally count operations from activations.
+
+Inputs: ``exp/<run>/model.pt`` (``snnasr train``), ``data/<set>/feats.scp`` + ``cmvn.scp`` +
+``labels_<level>.scp`` (``snnasr features``), ``data/lang/``.  Outputs:
+``exp/<run>/eval_<set>/results.json`` (and ``ops.json`` with ``--report-ops``), and a
+paper-style table on stdout.
+
+Whole utterances are evaluated (no cutting), batched with right padding and a mask: padded
+frames enter no count (accuracy, PER, zeros, ops).  Scores are given at every label level the
+training level folds into (TIMIT phone48 -> phone48, phone39; Kaldi pdf -> pdf, phone), each
+named; PER is scored at the recipe's score level (``data/lang/labels.yaml``) with the frame
+posteriors' argmax turned into phone sequences by :func:`snnasr.metrics.phone_sequence`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from snnasr import ops as opsmod
+from snnasr.io import ConfigError, DataError, write_text
+from snnasr.lang import Lang, load_lang
+from snnasr.metrics import EditCounts, edit_distance, frame_accuracy, phone_sequence
+
+DEFAULT_BATCH_FRAMES = 20000
+
+
+def resolve_exp(exp: str | Path, recipe_dir: Path) -> Path:
+    """EXP as given (relative to the cwd), else under the recipe dir, else a run name in exp/."""
+    exp = Path(exp)
+    for cand in (exp, recipe_dir / exp, recipe_dir / "exp" / exp):
+        if (cand / "model.pt").is_file():
+            return cand
+    raise DataError(f"{exp}/model.pt: not found; run snnasr train first (or give exp/<run>)")
+
+
+def _check_features(data_dir: Path, set_name: str) -> None:
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such set; run snnasr prep and snnasr features for {set_name}")
+    if not (data_dir / "feats.scp").is_file():
+        raise DataError(f"{data_dir}/feats.scp: no features for set {set_name}; "
+                        f"run snnasr features --sets {set_name}")
+
+
+def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: int) -> None:
+    """Fail early, in one line, on a set whose labels the model cannot be scored against."""
+    if level not in lang.levels:
+        raise DataError(f"{lang.dir}: the model was trained on label level {level!r} but this recipe has "
+                        f"{', '.join(lang.levels)}; evaluate it in the recipe it was trained in")
+    if lang.num_classes(level) != n_out:
+        raise DataError(f"{lang.dir}/{level}.txt: {lang.num_classes(level)} classes but the model outputs "
+                        f"{n_out}; mismatched label sets (re-train on this recipe's labels)")
+    if not (data_dir / f"labels_{level}.scp").is_file():
+        raise DataError(f"{data_dir}/labels_{level}.scp: no {level} labels for set {set_name}; "
+                        f"run snnasr features (with phone_segments) or snnasr prep kaldi for it")
+
+
+def level_folds(lang: Lang, level: str) -> dict[str, np.ndarray]:
+    """Class-id maps from ``level`` to itself and to every level reachable through map files.
+
+    Chains compose (pdf -> phone -> stripped phone), so the score level is reached even without
+    a direct map; -1 ("no label") stays -1 along a chain.  Ordered as the recipe lists levels.
+    """
+    folds = {level: np.arange(lang.num_classes(level))}
+    frontier = [level]
+    while frontier:
+        src = frontier.pop(0)
+        for a, b in sorted(lang.maps):
+            if a == src and b not in folds:
+                step = lang.fold(a, b)
+                folds[b] = np.where(folds[a] >= 0, step[np.clip(folds[a], 0, None)], -1)
+                frontier.append(b)
+    return {lv: folds[lv] for lv in [level] + [lv for lv in lang.levels if lv != level and lv in folds]}
+
+
+def _references(data_dir: Path, train_labels: dict[str, np.ndarray], level: str, target: str,
+                fold: np.ndarray) -> dict[str, np.ndarray]:
+    """Reference frames at ``target``: its own label file where present, else the folded training labels.
+
+    The set's own labels are preferred because some folds are lossy (Kaldi pdf -> phone is a
+    majority map); the fold fills frames the file lacks (length tolerance of the features stage).
+    """
+    refs = {u: np.where(y >= 0, fold[np.clip(y, 0, None)], -1) for u, y in train_labels.items()}
+    scp = data_dir / f"labels_{target}.scp"
+    if target == level or not scp.is_file():
+        return refs
+    from snnasr.kaldi.ark import read_vec_int_scp
+    for uttid, lab in read_vec_int_scp(scp):
+        if uttid in refs:
+            n = min(len(lab), len(refs[uttid]))
+            refs[uttid][:n] = lab[:n]
+    return refs
+
+
+def _batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Utterance indices grouped by length so that padded frames per batch stay under ``budget``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and lengths[i] * (len(cur) + 1) > budget:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad ``[T_i, F]`` tensors to ``x [T, B, F]`` and ``mask [T, B]`` (True on real frames)."""
+    x = torch.nn.utils.rnn.pad_sequence(feats, padding_value=pad_value)
+    lens = torch.tensor([f.shape[0] for f in feats])
+    mask = torch.arange(x.shape[0])[:, None] < lens[None, :]
+    return x, mask
+
+
+class ActivationStats:
+    """Running totals over valid frames of everything ops and sparsity need."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.frames = 0
+        self.nnz_features = 0
+        self.nnz_in = [0] * n_layers
+        self.nnz_prev = [0] * n_layers
+        self.nnz_out = [0] * n_layers
+        self.zeros = [0] * n_layers
+        self.entries = [0] * n_layers
+        self.range_in: list[Any] = [None] * n_layers
+        self.range_out: list[Any] = [None] * n_layers
+
+    def update(self, x: torch.Tensor, mask: torch.Tensor, layer_inputs: list[torch.Tensor],
+               layer_outputs: list[torch.Tensor]) -> None:
+        self.frames += int(mask.sum())
+        self.nnz_features += opsmod.nnz_total(x, mask)
+        for i, (inp, out) in enumerate(zip(layer_inputs, layer_outputs)):
+            self.nnz_in[i] += opsmod.nnz_total(inp, mask)
+            self.nnz_prev[i] += opsmod.prev_nnz_total(out, mask)
+            self.nnz_out[i] += opsmod.nnz_total(out, mask)
+            z, n = opsmod.zero_counts(out, mask)
+            self.zeros[i] += z
+            self.entries[i] += n
+            self.range_in[i] = opsmod.merge_range(self.range_in[i], opsmod.nonzero_range(inp, mask))
+            self.range_out[i] = opsmod.merge_range(self.range_out[i], opsmod.nonzero_range(out, mask))
+
+    def zero_fraction(self) -> dict[str, Any]:
+        """Per layer and overall; the overall ratio of sums weights layers by width."""
+        layers = [z / n if n else float("nan") for z, n in zip(self.zeros, self.entries)]
+        total = sum(self.entries)
+        return {"layers": layers, "overall": sum(self.zeros) / total if total else float("nan")}
+
+
+def count_ops(stats: ActivationStats, specs: list, n_out: int, convention: str = "honest",
+              energy: str = "45nm-fp32") -> dict[str, Any]:
+    """Per-frame ops of the model (per layer + readout) and of analytic LSTM/GRU references."""
+    frames = stats.frames
+    layers = []
+    mac = ac = total = 0.0
+    for i, spec in enumerate(specs):
+        in_bin = opsmod.is_binary(stats.range_in[i])
+        out_bin = opsmod.is_binary(stats.range_out[i])
+        lo = opsmod.layer_ops(spec.kind, spec.hidden, spec.recurrent, stats.nnz_in[i], stats.nnz_prev[i],
+                              frames, input_binary=in_bin, output_binary=out_bin, convention=convention)
+        layers.append({"layer": i + 1, "kind": spec.kind, "n_in": spec.n_in, "hidden": spec.hidden,
+                       "recurrent": bool(spec.recurrent), "input_binary": in_bin, "output_binary": out_bin,
+                       "nnz_in_per_frame": stats.nnz_in[i] / frames,
+                       "nnz_prev_per_frame": stats.nnz_prev[i] / frames,
+                       **lo.per_frame(frames)})
+        mac, ac, total = mac + lo.mac, ac + lo.ac, total + lo.total
+    ro_bin = opsmod.is_binary(stats.range_out[-1])
+    ro = opsmod.readout_ops(n_out, stats.nnz_out[-1], input_binary=ro_bin)
+    readout = {"n_out": n_out, "input_binary": ro_bin, **ro.per_frame(frames)}
+    mac, ac, total = mac + ro.mac, ac + ro.ac, total + ro.total
+    refs = {}
+    for kind in ("lstm", "gru"):
+        ref_layers, ref_ro = opsmod.dense_reference(kind, specs, n_out, stats.nnz_features, frames)
+        ref_total = sum(lo.total for lo in ref_layers) + ref_ro.total
+        refs[kind] = {"layers": [lo.per_frame(frames) for lo in ref_layers], "readout": ref_ro.per_frame(frames),
+                      "total_per_frame": ref_total / frames, "mac_per_frame": ref_total / frames,
+                      "energy_pj_per_frame": opsmod.energy_pj(ref_total, 0.0, energy) / frames}
+    return {
+        "convention": convention,
+        "frames": frames,
+        "mac_per_frame": mac / frames,
+        "ac_per_frame": ac / frames,
+        "total_per_frame": total / frames,
+        "normalised_vs_lstm": total / frames / refs["lstm"]["total_per_frame"],
+        "normalised_vs_gru": total / frames / refs["gru"]["total_per_frame"],
+        "energy_preset": energy,
+        "energy_pj_per_frame": opsmod.energy_pj(mac, ac, energy) / frames,
+        "energy_note": opsmod.ENERGY_NOTE,
+        "mac_ac_rule": opsmod.MAC_AC_NOTE,
+        "features_nnz_per_frame": stats.nnz_features / frames,
+        "layers": layers,
+        "readout": readout,
+        "reference": refs,
+    }
+
+
+def config_key(cfg_dict: dict) -> str:
+    """Hash of a run's config without its seed: runs sharing it are repeats (mean +- sd)."""
+    rest = {k: v for k, v in cfg_dict.items() if k != "seed"}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "test", report_ops: bool = False,
+                   energy: str = "45nm-fp32", device: str | None = None, ops_convention: str = "honest",
+                   smooth_window: int = 1, batch_frames: int = DEFAULT_BATCH_FRAMES) -> dict[str, Any]:
+    """Evaluate ``exp`` on ``data/<set_name>``; write and return the results dict.
+
+    ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame decisions before
+    PER.  Raises DataError (one line) for a run without model.pt, a set without features or
+    labels, or a set whose labels differ from the model's.
+    """
+    recipe_dir = Path(recipe_dir)
+    opsmod.check_convention(ops_convention)
+    opsmod.energy_pj(0.0, 0.0, energy)  # validates the preset name before any work
+    if smooth_window < 1 or smooth_window % 2 == 0:
+        raise ConfigError(f"smoothing window {smooth_window}: must be an odd number of frames (1 = off)")
+    exp_dir = resolve_exp(exp, recipe_dir)
+    data_dir = recipe_dir / "data" / set_name
+    _check_features(data_dir, set_name)
+    lang = load_lang(recipe_dir / "data" / "lang")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    from snnasr.train import load_model
+    model, cfg, meta = load_model(exp_dir, device)
+    level = meta["level"]
+    n_out = int(meta.get("n_out", model.n_out))
+    _check_labels(data_dir, set_name, level, lang, n_out)
+
+    from snnasr.dataset import UtteranceDataset
+    data = UtteranceDataset(data_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context,
+                            lang_dir=lang.dir)
+    if data.num_classes != n_out:
+        raise DataError(f"{data_dir}/labels_{level}.scp: {data.num_classes} classes but the model outputs "
+                        f"{n_out}; mismatched label sets")
+    if data.dim != int(meta["n_in"]):
+        raise DataError(f"{data_dir}/feats.scp: {data.dim}-dim features but the model expects {meta['n_in']}; "
+                        f"compute features with the options used for training")
+
+    items = [data[i] for i in range(len(data))]
+    if not items:
+        raise DataError(f"{data_dir}: no utterances to evaluate")
+    folds = level_folds(lang, level)
+    levels = list(folds)
+    score = lang.score if lang.score in folds else level
+    train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
+    refs = {lv: _references(data_dir, train_labels, level, lv, folds[lv]) for lv in levels}
+    silence = lang.silence_ids(score)
+
+    specs = model.layer_specs()
+    stats = ActivationStats(len(specs))
+    acc = {lv: [0, 0] for lv in levels}
+    edits = EditCounts()
+    dev = next(model.parameters()).device
+    model.eval()
+    batches = _batches([x.shape[0] for _, x, _ in items], batch_frames)
+    with torch.no_grad():
+        for idx in tqdm(batches, desc=f"eval {set_name}", unit="batch", disable=not sys.stderr.isatty()):
+            x, mask = pad_batch([items[i][1].float() for i in idx])
+            x, mask = x.to(dev), mask.to(dev)
+            out = model(x, mask)
+            stats.update(x, mask, out.layer_inputs, out.layer_outputs)
+            pred = out.logits.argmax(-1).cpu().numpy()
+            for b, i in enumerate(idx):
+                uttid, feats, _ = items[i]
+                p = pred[:feats.shape[0], b]
+                for lv in levels:
+                    c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
+                    acc[lv][0] += c
+                    acc[lv][1] += n
+                hyp = phone_sequence(p, folds[score], silence, smooth_window)
+                ref = phone_sequence(refs[score][uttid], None, silence)
+                edits = edits + edit_distance(ref, hyp)
+
+    cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lstm_params = opsmod.rnn_params("lstm", specs, n_out)
+    proposed_v1 = model.arch == "proposed" and not all(s.recurrent for s in specs)
+    results: dict[str, Any] = {
+        "run": exp_dir.name,
+        "exp_dir": str(exp_dir),
+        "arch": model.arch,
+        "arch_label": f"{model.arch} (v1)" if proposed_v1 else model.arch,
+        "set": set_name,
+        "label_level": level,
+        "score_level": score,
+        "utterances": len(items),
+        "frames": stats.frames,
+        "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
+        "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
+        "per": {"level": score, "per": edits.rate, "substitutions": edits.substitutions,
+                "deletions": edits.deletions, "insertions": edits.insertions, "ref_phones": edits.ref_length,
+                "smooth_window": smooth_window, "silence_dropped": [s for s in lang.silence
+                                                                    if s in lang.index(score)]},
+        "zero_frac": stats.zero_fraction(),
+        "params": params,
+        "params_lstm_ref": lstm_params,
+        "params_vs_lstm": params / lstm_params,
+        "params_gru_ref": opsmod.rnn_params("gru", specs, n_out),
+        "seed": cfg_dict.get("seed"),
+        "config_key": config_key(cfg_dict),
+        "config": cfg_dict,
+    }
+    out_dir = exp_dir / f"eval_{set_name}"
+    if report_ops:
+        details = count_ops(stats, specs, n_out, ops_convention, energy)
+        results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
+        for kind in ("lstm", "gru"):
+            for key in ("total_per_frame", "energy_pj_per_frame"):
+                results["ops"][f"{kind}_{key}"] = details["reference"][kind][key]
+        write_text(out_dir / "ops.json", json.dumps(details, indent=2) + "\n")
+    write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    _print_summary(results)
+    return results
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    from snnasr.report import markdown_table, result_row, table_caption
+    rows = [result_row(results)]
+    ops = results.get("ops")
+    if ops:
+        for kind in ("lstm", "gru"):
+            total = ops[f"{kind}_total_per_frame"]
+            rows.append({"Architecture": f"{kind.upper()} (analytic, same widths)",
+                         "Norm. ops": f"{total / ops['lstm_total_per_frame']:.3f}",
+                         "MACs/frame": f"{total:,.0f}", "ACs/frame": "0",
+                         "Params": f"{results[f'params_{kind}_ref']:,}",
+                         "Energy/frame nJ (est.)": f"{ops[f'{kind}_energy_pj_per_frame'] / 1000:.3g}"})
+    click.echo(table_caption(results) + "\n")
+    click.echo(markdown_table(rows))
+    per = results["per"]
+    acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
+    click.echo(f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
+               f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})")
+    zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
+    click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")
+    if ops:
+        click.echo(f"MAC/AC: {ops['mac_ac_rule']}. Energy: {ops['energy_note']}.")
+    click.echo(f"wrote {Path(results['exp_dir']) / ('eval_' + results['set'])}/results.json")

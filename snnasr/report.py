@@ -1,0 +1,324 @@
+"""``snnasr report``: collect ``exp/*/eval_*/results.json`` into report.md/.csv and plots.
+
+Outputs in ``<out>`` (default ``<recipe>/exp``): ``report.md`` (the Markdown tables README
+pastes), ``report.csv`` (one row per run and set), ``accuracy_vs_ops.png``,
+``zeros_per_layer.png`` and ``training_curves.png`` (dev accuracy per epoch from each run's
+``metrics.jsonl``).
+
+Numbers are only comparable on the same frames and labels, so results are split into one table
+per (set, training label level, score level, ops convention, energy preset); each table starts
+with a line naming them.  Within a table, runs of the same architecture whose configs differ
+only in the seed (same ``config_key``) are one row with mean +- sd (sample sd) over the seeds.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import click
+
+from snnasr.io import DataError, atomic_write, write_text
+
+COLUMNS = ["Architecture", "Runs", "Frame acc. %", "PER %", "Zeros %", "Norm. ops", "Params",
+           "MACs/frame", "ACs/frame", "Energy/frame nJ (est.)"]
+ARCH_ORDER = ["lstm", "gru", "lif", "proposed"]
+
+# Column -> (value from one results dict, format of one number).
+_METRICS: dict[str, tuple[Callable[[dict], float | None], str]] = {
+    "Frame acc. %": (lambda r: _pct(r.get("frame_accuracy")), "{:.2f}"),
+    "PER %": (lambda r: _pct(r.get("per", {}).get("per")), "{:.2f}"),
+    "Zeros %": (lambda r: _pct(r.get("zero_frac", {}).get("overall")), "{:.1f}"),
+    "Norm. ops": (lambda r: r.get("ops", {}).get("normalised_vs_lstm"), "{:.3f}"),
+    "Params": (lambda r: r.get("params"), "{:,.0f}"),
+    "MACs/frame": (lambda r: r.get("ops", {}).get("mac_per_frame"), "{:,.0f}"),
+    "ACs/frame": (lambda r: r.get("ops", {}).get("ac_per_frame"), "{:,.0f}"),
+    "Energy/frame nJ (est.)": (lambda r: _scale(r.get("ops", {}).get("energy_pj_per_frame"), 1e-3), "{:.3g}"),
+}
+
+
+def _pct(v: float | None) -> float | None:
+    return _scale(v, 100.0)
+
+
+def _scale(v: float | None, k: float) -> float | None:
+    return None if v is None else v * k
+
+
+def _fmt(values: list[float | None], fmt: str) -> str:
+    """One value (also when all are equal), or mean +- sample sd; missing values (or NaN) give an em dash."""
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "—"
+    mean = sum(vals) / len(vals)
+    if len(set(vals)) == 1:
+        return fmt.format(mean)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{fmt.format(mean)} ± {fmt.format(sd)}"
+
+
+def result_row(*results: dict, label: str | None = None) -> dict[str, str]:
+    """Table cells for one run, or mean ± sd over several runs of one configuration."""
+    row = {"Architecture": label or results[0].get("arch_label", results[0].get("arch", "?")),
+           "Runs": str(len(results))}
+    for col, (get, fmt) in _METRICS.items():
+        row[col] = _fmt([get(r) for r in results], fmt)
+    return row
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """GitHub Markdown table over :data:`COLUMNS`; cells a row lacks are shown as an em dash."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(row.get(c, "—") for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def table_key(r: dict) -> tuple[str, str, str, str, str]:
+    ops = r.get("ops", {})
+    return (str(r.get("set")), str(r.get("label_level")), str(r.get("score_level")),
+            str(ops.get("convention", "—")), str(ops.get("energy_preset", "—")))
+
+
+def table_caption(r: dict) -> str:
+    """The line that says which frames, labels and counting rules a table's numbers use."""
+    set_name, level, score, convention, energy = table_key(r)
+    text = (f"Set `{set_name}`; trained on `{level}` labels; frame accuracy and PER on `{score}` "
+            f"(silence dropped, repeats collapsed).")
+    if convention != "—":
+        text += (f" Ops per frame counted from this set's activations, padded frames excluded, "
+                 f"{convention} convention, normalised to an LSTM of the same widths; "
+                 f"{r['ops'].get('mac_ac_rule', '')}. Energy: {energy}, "
+                 f"{r['ops'].get('energy_note', 'estimate')}.")
+    else:
+        text += " No op counts (run `snnasr eval --report-ops`)."
+    return text
+
+
+def _find_results(recipe_dir: Path, runs: Iterable[str | os.PathLike]) -> list[Path]:
+    runs = list(runs)
+    if not runs:
+        found = sorted((recipe_dir / "exp").glob("*/eval_*/results.json"))
+        if not found:
+            raise DataError(f"{recipe_dir / 'exp'}: no */eval_*/results.json; run snnasr eval first")
+        return found
+    out: list[Path] = []
+    for run in runs:
+        p = Path(run)
+        if not p.exists() and (recipe_dir / p).exists():
+            p = recipe_dir / p
+        if p.is_file():
+            found = [p]
+        elif (p / "results.json").is_file():
+            found = [p / "results.json"]
+        else:
+            found = sorted(p.glob("eval_*/results.json"))
+        if not found:
+            raise DataError(f"{run}: no eval_*/results.json; run snnasr eval {run} first")
+        out.extend(found)
+    return out
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    """Read results files; each gets ``_path`` and ``_run_dir`` (its exp/<run>, for curves)."""
+    out = []
+    for path in paths:
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: unreadable results ({e}); re-run snnasr eval") from None
+        missing = [k for k in ("arch", "set", "label_level", "frame_accuracy") if k not in r]
+        if missing:
+            raise DataError(f"{path}: missing {', '.join(missing)}; re-run snnasr eval with this version")
+        r["_path"] = str(path)
+        r["_run_dir"] = str(path.parent.parent)
+        r.setdefault("run", path.parent.parent.name)
+        out.append(r)
+    return out
+
+
+def _arch_rank(r: dict) -> tuple[int, str]:
+    arch = str(r.get("arch"))
+    return (ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER), str(r.get("arch_label", arch)))
+
+
+def group_rows(results: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Rows of one table: (label, runs) per (architecture, config without seed)."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(str(r.get("arch_label", r["arch"])), str(r.get("config_key", r["run"])))].append(r)
+    per_label = defaultdict(int)
+    for label, _ in groups:
+        per_label[label] += 1
+    rows = []
+    for (label, _), runs in sorted(groups.items(), key=lambda kv: _arch_rank(kv[1][0])):
+        if per_label[label] > 1:
+            label = f"{label} [{', '.join(sorted(r['run'] for r in runs))}]"
+        rows.append((label, runs))
+    return rows
+
+
+def render_markdown(results: list[dict], plots: list[str]) -> str:
+    tables: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        tables[table_key(r)].append(r)
+    parts = ["# snnasr results", ""]
+    if len(tables) > 1:
+        parts += ["Results use different sets, label levels or counting rules: one table each; "
+                  "numbers are comparable only within a table.", ""]
+    for key in sorted(tables):
+        rs = tables[key]
+        parts += [table_caption(rs[0]), "", markdown_table([result_row(*runs, label=label)
+                                                           for label, runs in group_rows(rs)]), ""]
+    parts += ["Runs: " + ", ".join(sorted({f"`{r['run']}`" for r in results})) + ". Several runs in a row: "
+              "mean ± sample sd over seeds (configs otherwise identical).", ""]
+    parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(parts) + "\n"
+
+
+def render_csv(results: list[dict]) -> str:
+    fields = ["run", "arch", "arch_label", "set", "label_level", "score_level", "seed", "config_key", "frames",
+              "frame_accuracy", "per", "substitutions", "deletions", "insertions", "ref_phones", "zero_frac",
+              "zero_frac_layers", "params", "mac_per_frame", "ac_per_frame", "total_per_frame",
+              "normalised_vs_lstm", "energy_pj_per_frame", "ops_convention", "energy_preset"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in results:
+        per, ops, zf = r.get("per", {}), r.get("ops", {}), r.get("zero_frac", {})
+        row = {k: r.get(k, "") for k in ("run", "arch", "arch_label", "set", "label_level", "score_level", "seed",
+                                         "config_key", "frames", "frame_accuracy", "params")}
+        row.update({k: per.get(k, "") for k in ("per", "substitutions", "deletions", "insertions", "ref_phones")})
+        row.update({k: ops.get(k, "") for k in ("mac_per_frame", "ac_per_frame", "total_per_frame",
+                                                "normalised_vs_lstm", "energy_pj_per_frame")})
+        row["zero_frac"] = zf.get("overall", "")
+        row["zero_frac_layers"] = ";".join(f"{v:.6g}" for v in zf.get("layers", []))
+        row["ops_convention"] = ops.get("convention", "")
+        row["energy_preset"] = ops.get("energy_preset", "")
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def read_curves(run_dir: Path) -> list[tuple[int, float]]:
+    """(epoch, dev accuracy) from metrics.jsonl; lines without both keys or unparsable are skipped."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("epoch") is not None and rec.get("dev_acc") is not None:
+            out.append((int(rec["epoch"]), float(rec["dev_acc"])))
+    return out
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+
+
+def _no_data(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {a: f"C{i}" for i, a in enumerate(sorted({str(r.get('arch_label', r['arch'])) for r in results},
+                                                       key=lambda a: (a.split()[0] not in ARCH_ORDER, a)))}
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [r for r in results if r.get("ops", {}).get("normalised_vs_lstm") and r.get("frame_accuracy") is not None]
+    if pts:
+        for r in pts:
+            label = str(r.get("arch_label", r["arch"]))
+            ax.scatter(r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"], color=colors[label], label=label)
+            ax.annotate(f"{r['run']} ({r['set']})", (r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("ops per frame / LSTM of same widths (log)")
+        ax.set_ylabel("frame accuracy % (score level)")
+        ax.grid(True, which="both", alpha=0.3)
+    else:
+        _no_data(ax, "no op counts: run snnasr eval --report-ops")
+    ax.set_title("Accuracy vs normalised operations")
+    paths.append(out_dir / "accuracy_vs_ops.png")
+    _save(fig, paths[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(results) + 2), 4))
+    layered = [r for r in results if r.get("zero_frac", {}).get("layers")]
+    if layered:
+        n_layers = max(len(r["zero_frac"]["layers"]) for r in layered)
+        width = 0.8 / n_layers
+        for li in range(n_layers):
+            xs = [i + li * width for i in range(len(layered))]
+            ys = [100 * r["zero_frac"]["layers"][li] if li < len(r["zero_frac"]["layers"]) else 0 for r in layered]
+            ax.bar(xs, ys, width=width, label=f"layer {li + 1}")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(layered))])
+        ax.set_xticklabels([f"{r['run']}\n{r['set']}" for r in layered], fontsize=7)
+        ax.set_ylabel("% exact zeros among outputs")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "no per-layer zero fractions")
+    ax.set_title("Zero outputs per hidden layer")
+    paths.append(out_dir / "zeros_per_layer.png")
+    _save(fig, paths[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    seen = set()
+    for r in results:
+        if r["_run_dir"] in seen:
+            continue
+        seen.add(r["_run_dir"])
+        curve = read_curves(Path(r["_run_dir"]))
+        if curve:
+            ax.plot([e for e, _ in curve], [100 * a for _, a in curve], marker=".", label=r["run"])
+    if ax.lines:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("dev frame accuracy % (training level)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "no metrics.jsonl with epoch and dev_acc")
+    ax.set_title("Training curves")
+    paths.append(out_dir / "training_curves.png")
+    _save(fig, paths[-1])
+    plt.close(fig)
+    return paths
+
+
+def build_report(recipe_dir: str | os.PathLike, runs: Iterable[str | os.PathLike] | None = None,
+                 out_dir: str | os.PathLike | None = None) -> Path:
+    """Write report.md, report.csv and the plots; return the report.md path.
+
+    ``runs``: exp/<run> dirs, eval_<set> dirs or results.json files (default: every
+    ``<recipe>/exp/*/eval_*/results.json``).  Raises DataError when nothing is found.
+    """
+    recipe_dir = Path(recipe_dir)
+    out = Path(out_dir) if out_dir is not None else recipe_dir / "exp"
+    results = load_results(_find_results(recipe_dir, runs or []))
+    out.mkdir(parents=True, exist_ok=True)
+    plots = make_plots(results, out)
+    write_text(out / "report.csv", render_csv(results))
+    md = out / "report.md"
+    write_text(md, render_markdown(results, [str(p) for p in plots]))
+    click.echo(f"wrote {md}, {out / 'report.csv'} and {len(plots)} plots ({len(results)} results)")
+    return md
