@@ -61,7 +61,7 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}={v}: must be between 1 and 16")
         for name, bits in (("threshold", self.n_bits), ("input_threshold", self.input_n_bits)):
             v = getattr(self, name)
-            if v < 0 or (bits > 1 and v >= 2 ** (bits - 1) - 1):
+            if v < 0 or v >= max(2 ** (bits - 1) - 1, 1):
                 raise ConfigError(f"model.{name}={v}: dead zone must be >= 0 and leave at least one level "
                                   f"below 2^(n_bits-1)-1")
         if not 0.0 <= self.lif_decay_init <= 1.0:
@@ -80,10 +80,13 @@ class TrainConfig:
     lr_floor: float = 1.25e-4
     grad_clip: float = 0.0
     eval_max_len: int = 1000
+    # Minibatches between progress-bar updates (each update syncs the device once).
+    log_every: int = 50
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_frames", self.batch_frames)
+        _positive("train.log_every", self.log_every)
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr}: must be positive")
         parse_curriculum(self.curriculum)

@@ -1,0 +1,531 @@
+"""``snnasr train``: frame-level classification training with exact resume.
+
+Inputs (under the recipe dir): ``data/<train_set>/`` and ``data/<dev_set>/`` with ``feats.scp``,
+``cmvn.scp`` and ``labels_<level>.scp``; ``data/lang/``.  Outputs in ``exp/<run>/``:
+
+``config.yaml``       the fully resolved config;
+``model.pt``          best epoch on dev frame accuracy (see :func:`load_model`);
+``checkpoints/epoch<N>.pt``   state after epoch N (1-based): model, optimiser, lr, RNG states,
+                      new-bob and best-so-far bookkeeping, metrics so far;
+``checkpoints/epoch<N>.interrupted.pt``  written on Ctrl-C during epoch N;
+``metrics.jsonl``     one JSON line per epoch (fields in :func:`fit`);
+``train.log``         the command line and every line printed.
+
+Recipe (seed paper, Ponghiran & Roy 2021, R1 ``core.py``; differences are deliberate): Adam
+without weight decay, optional gradient clipping, new-bob halving of the learning rate when the
+relative dev frame-error improvement ``(e_prev - e) / e_prev`` falls below
+``train.newbob_threshold`` (floor ``train.lr_floor``), a length curriculum (see
+:mod:`snnasr.batching`), and the loss averaged over valid frames only -- padding never counts in
+loss, accuracy or sparsity (the seed counted it).
+
+Exactness: everything random in an epoch comes from ``cfg.seed`` -- minibatches from a generator
+seeded with ``(seed, epoch)``, dropout from the global torch RNG whose state is checkpointed -- so
+``train 2 epochs`` and ``train 1 epoch + --resume`` give identical metrics on CPU.  A Ctrl-C
+finishes the current optimiser step, saves ``epoch<N>.interrupted.pt`` with the position inside
+the epoch and the partial sums, and exits with code 130; ``--resume`` continues the epoch from
+the next minibatch (same batches, same RNG state), so interrupting does not change the result
+either.  A second Ctrl-C aborts at once (a checkpoint is still written, but the step it cut
+may be half-done).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
+from snnasr.config import Config, config_from_dict, load_config, save_config
+from snnasr.io import ConfigError, DataError, atomic_write, write_text
+
+CHECKPOINT_RE = re.compile(r"^epoch(\d+)(\.interrupted)?\.pt$")
+
+
+def _build(arch: str, model_cfg: Any, n_in: int, n_out: int) -> torch.nn.Module:
+    # Imported late: the CLI must start without loading every model.
+    from snnasr.models import build
+    return build(arch, model_cfg, n_in, n_out)
+
+
+def batch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s minibatch plan (0-based): a pure function, so resume needs no state."""
+    return seed * 1_000_003 + epoch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; asking for absent CUDA is a ConfigError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
+    return device
+
+
+def newbob(lr: float, prev_err: float | None, err: float, threshold: float, floor: float) -> float:
+    """Learning rate for the next epoch: halve (not below ``floor``) when dev error stalls.
+
+    ``prev_err`` is the previous epoch's dev frame error (None after the first epoch).  A previous
+    error of 0 cannot improve, so it counts as a stall.
+    """
+    if prev_err is None:
+        return lr
+    gain = (prev_err - err) / prev_err if prev_err > 0 else 0.0
+    return max(0.5 * lr, floor) if gain < threshold else lr
+
+
+def masked_loss_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and number of correct frames over frames with ``y >= 0``.
+
+    logits: [T, B, C]; y: [T, B] with -1 on padding.  Sums (not means) so that minibatches of
+    different sizes add up to exact epoch totals; no host sync happens here.
+    """
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+    correct = (logits.argmax(-1) == y).sum()  # padding label -1 never equals a class id
+    return loss, correct
+
+
+def zero_counts(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Exact zeros of each hidden layer's output [T, B, H] over valid frames -> LongTensor[L]."""
+    valid = mask.unsqueeze(-1)
+    return torch.stack([((out == 0) & valid).sum() for out in layer_outputs])
+
+
+@dataclass
+class Totals:
+    """Running sums of one pass over minibatches, kept on the device to avoid syncs."""
+    loss: torch.Tensor
+    correct: torch.Tensor
+    zeros: torch.Tensor | None = None
+    widths: list[int] = field(default_factory=list)
+    frames: int = 0
+
+    @classmethod
+    def new(cls, device: torch.device) -> "Totals":
+        return cls(torch.zeros((), dtype=torch.float64, device=device),
+                   torch.zeros((), dtype=torch.long, device=device))
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, zeros: torch.Tensor, widths: list[int],
+            frames: int) -> None:
+        self.loss += loss.detach().double()
+        self.correct += correct
+        self.zeros = zeros if self.zeros is None else self.zeros + zeros
+        self.widths = widths
+        self.frames += frames
+
+    def summary(self) -> dict:
+        """Loss per frame, frame accuracy (fraction) and % exact zeros per hidden layer (syncs)."""
+        n = max(self.frames, 1)
+        zeros = self.zeros.tolist() if self.zeros is not None else []
+        return {"loss": self.loss.item() / n, "acc": self.correct.item() / n,
+                "zero_pct": [100.0 * z / (n * w) for z, w in zip(zeros, self.widths)]}
+
+    def state(self) -> dict:
+        return {"loss": self.loss.item(), "correct": self.correct.item(), "frames": self.frames,
+                "zeros": None if self.zeros is None else self.zeros.tolist(), "widths": self.widths}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> "Totals":
+        t = cls.new(device)
+        t.loss.fill_(state["loss"])
+        t.correct.fill_(state["correct"])
+        t.frames = state["frames"]
+        t.widths = list(state["widths"])
+        if state["zeros"] is not None:
+            t.zeros = torch.tensor(state["zeros"], dtype=torch.long, device=device)
+        return t
+
+
+def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed):
+    x, y, mask = batch.gather(data)
+    out = model(x, mask)
+    loss, correct = masked_loss_correct(out.logits, y)
+    widths = [o.shape[-1] for o in out.layer_outputs]
+    return loss, correct, zero_counts(out.layer_outputs, mask), widths
+
+
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed,
+                grad_clip: float):
+    """One optimiser step on the per-frame mean loss; returns the sums for :class:`Totals`."""
+    loss, correct, zeros, widths = _forward_stats(model, batch, data)
+    opt.zero_grad(set_to_none=True)
+    (loss / batch.n_frames).backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss, correct, zeros, widths
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: list[Batch], data: Packed,
+             check: Callable[[], None] | None = None) -> dict:
+    """Loss, frame accuracy and % zeros per layer of ``model`` in eval mode over ``batches``."""
+    was_training = model.training
+    model.eval()
+    totals = Totals.new(data.feats.device)
+    try:
+        for batch in batches:
+            if check is not None:
+                check()
+            totals.add(*_forward_stats(model, batch, data), frames=batch.n_frames)
+    finally:
+        model.train(was_training)
+    return totals.summary()
+
+
+def parameter_counts(model: torch.nn.Module) -> list[tuple[str, str, int]]:
+    """``(module name, class, own parameter count)`` for every module that owns parameters."""
+    rows = []
+    for name, module in model.named_modules():
+        n = sum(p.numel() for p in module.parameters(recurse=False))
+        if n:
+            rows.append((name or "(model)", type(module).__name__, n))
+    return rows
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.backends.cudnn.benchmark = False  # autotuning picks kernels nondeterministically
+
+
+def checkpoints(exp_dir: Path) -> list[Path]:
+    """Checkpoints of a run, oldest first (an interrupted epoch N sorts after epoch N-1)."""
+    found = []
+    for path in (Path(exp_dir) / "checkpoints").glob("epoch*.pt"):
+        m = CHECKPOINT_RE.match(path.name)
+        if m:
+            found.append(((int(m.group(1)), m.group(2) is None), path))
+    return [p for _, p in sorted(found)]
+
+
+def check_exp_dir(exp_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuse to overwrite or guess."""
+    found = checkpoints(exp_dir)
+    if resume and not found:
+        raise DataError(f"{exp_dir}: no checkpoint to resume from; run without --resume")
+    if not resume and found:
+        raise DataError(f"{exp_dir}: already has checkpoints; pass --resume to continue it or choose "
+                        f"another --exp")
+    return found[-1] if resume else None
+
+
+def _save(path: Path, obj: dict) -> None:
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+class _Log:
+    """Prints a line and appends it to train.log (an append-only record, not read back)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, line: str) -> None:
+        click.echo(line)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+class _Stop:
+    """Set by the first Ctrl-C; the training loop stops at the next step boundary."""
+    requested = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[_Stop]:
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        click.echo("\ninterrupt: finishing this step, then writing a checkpoint (Ctrl-C again aborts now)",
+                   err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _comparable(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    config["train"].pop("epochs", None)
+    return config
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _items(dataset) -> Iterator:
+    for i in range(len(dataset)):
+        yield dataset[i]
+
+
+def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: bool = False,
+        device: str | torch.device | None = None) -> list[dict]:
+    """Train ``cfg.model`` on ``train_data``, select on ``dev_data``; return all epochs' metrics.
+
+    ``train_data``/``dev_data`` are :class:`snnasr.dataset.UtteranceDataset`-like (``len``,
+    ``[i] -> (uttid, feats [T, D], labels [T])``, ``.dim``, ``.num_classes``, ``.level``).
+    Each metrics dict has: ``epoch`` (1-based), ``max_len`` (curriculum), ``lr`` (used in the
+    epoch), ``loss``/``acc`` (train, per valid frame, accuracy as a fraction), ``dev_loss``,
+    ``dev_acc``, ``zero_pct``/``dev_zero_pct`` (% exact zeros of each hidden layer's output over
+    valid frames), ``best`` (new best dev accuracy), ``seconds`` (whole epoch), ``frames_per_s``
+    (training frames per second of training time).
+
+    Raises DataError when the exp dir has checkpoints and ``resume`` is False (or none and it is
+    True), when train/dev disagree in dimension or classes, or when the model being resumed was
+    built for other dimensions; ConfigError when the resumed config differs (except
+    ``train.epochs``, which may grow).  A KeyboardInterrupt writes an interrupted checkpoint and
+    is re-raised.
+    """
+    exp_dir = Path(exp_dir)
+    tc = cfg.train
+    last = check_exp_dir(exp_dir, resume)
+    dev = resolve_device(device)
+    n_in, n_out = train_data.dim, train_data.num_classes
+    if (dev_data.dim, dev_data.num_classes) != (n_in, n_out):
+        raise DataError(f"dev set has {dev_data.dim}-dim features and {dev_data.num_classes} classes but the "
+                        f"training set {n_in} and {n_out}; make both with the same snnasr features settings")
+    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last is not None else None
+    if ckpt is not None:
+        if (ckpt["n_in"], ckpt["n_out"]) != (n_in, n_out):
+            raise DataError(f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
+                            f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp")
+        diff = _differences(_comparable(ckpt["config"]), _comparable(asdict(cfg)))
+        if diff:
+            raise ConfigError(f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
+                              f"pass the same --config/overrides (only train.epochs may change)")
+
+    train = pack(_items(train_data), n_out).to(dev)
+    devset = pack(_items(dev_data), n_out).to(dev)
+    dev_batches = epoch_batches(devset, tc.eval_max_len, tc.batch_frames, None, dev)
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "checkpoints").mkdir(exist_ok=True)
+    save_config(cfg, exp_dir / "config.yaml")
+    log = _Log(exp_dir / "train.log")
+    log(f"# {shlex.join(sys.argv)}")
+
+    _seed_everything(cfg.seed)
+    model = _build(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    log(f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
+        f"train {len(train.lengths)} utts / {train.num_frames} frames, dev {len(devset.lengths)} utts")
+    rows = parameter_counts(model)
+    for name, kind, n in rows:
+        log(f"  {name:<40} {kind:<20} {n:>12,}")
+    log(f"  {'total':<40} {'':<20} {sum(n for *_, n in rows):>12,}")
+
+    lr, best_acc, best_epoch, prev_err, metrics = tc.lr, -1.0, 0, None, []
+    epoch, step, elapsed, partial = 0, 0, 0.0, None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        lr, best_acc, best_epoch = ckpt["lr"], ckpt["best_acc"], ckpt["best_epoch"]
+        prev_err, metrics = ckpt["prev_err"], ckpt["metrics"]
+        epoch, step, elapsed, partial = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["partial"]
+        _set_rng_state(ckpt["rng"])
+        where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"
+        log(f"resumed from {last} ({where})")
+    for group in opt.param_groups:
+        group["lr"] = lr
+    _write_metrics(exp_dir, metrics)
+    if epoch >= tc.epochs:
+        log(f"already trained {epoch} epochs (train.epochs={tc.epochs}); nothing to do")
+        return metrics
+
+    def checkpoint(path: Path, **position: Any) -> None:
+        _save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "lr": lr,
+                     "best_acc": best_acc, "best_epoch": best_epoch, "prev_err": prev_err,
+                     "metrics": metrics, "rng": _rng_state(), "config": asdict(cfg),
+                     "n_in": n_in, "n_out": n_out, "arch": cfg.model.arch, **position})
+
+    interactive = sys.stderr.isatty()
+    with _deferred_sigint() as stop:
+        while epoch < tc.epochs:
+            max_len = curriculum_max_len(tc.curriculum, epoch)
+            batches = epoch_batches(train, max_len, tc.batch_frames, seed=batch_seed(cfg.seed, epoch), device=dev)
+            totals = Totals.new(dev) if partial is None else Totals.from_state(partial, dev)
+            start = time.perf_counter()
+            model.train()
+            bar = tqdm(total=len(batches), initial=step, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
+                       leave=False, disable=not interactive, file=sys.stderr)
+            try:
+                while step < len(batches):
+                    stop.check()
+                    totals.add(*_train_step(model, opt, batches[step], train, tc.grad_clip),
+                               frames=batches[step].n_frames)
+                    step += 1
+                    bar.update(1)
+                    if interactive and (step % tc.log_every == 0 or step == len(batches)):
+                        s = totals.summary()
+                        fps = totals.frames / (elapsed + time.perf_counter() - start)
+                        bar.set_postfix(loss=f"{s['loss']:.3f}", acc=f"{s['acc']:.3f}", fps=f"{fps:.0f}")
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)  # time the work, not its queueing
+                train_seconds = elapsed + time.perf_counter() - start
+                result = evaluate(model, dev_batches, devset, check=stop.check)
+            except KeyboardInterrupt:
+                bar.close()
+                path = exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt"
+                checkpoint(path, epoch=epoch, step=step, partial=totals.state(),
+                           elapsed=elapsed + time.perf_counter() - start)
+                log(f"interrupted in epoch {epoch + 1} after minibatch {step}/{len(batches)}; wrote {path}; "
+                    f"continue with --resume")
+                raise
+            bar.close()
+            train_stats = totals.summary()
+            dev_acc = result["acc"]
+            is_best = dev_acc > best_acc
+            row = {"epoch": epoch + 1, "max_len": max_len, "lr": lr, **train_stats,
+                   "dev_loss": result["loss"], "dev_acc": dev_acc, "dev_zero_pct": result["zero_pct"],
+                   "best": is_best, "seconds": elapsed + time.perf_counter() - start,
+                   "frames_per_s": totals.frames / max(train_seconds, 1e-9)}
+            metrics.append(row)
+            if is_best:
+                best_acc, best_epoch = dev_acc, epoch + 1
+                _save(exp_dir / "model.pt", {"config": asdict(cfg), "state_dict": model.state_dict(),
+                                             "n_in": n_in, "n_out": n_out, "level": train_data.level,
+                                             "epoch": epoch + 1, "dev_acc": dev_acc, "arch": cfg.model.arch})
+            lr_next = newbob(lr, prev_err, 1.0 - dev_acc, tc.newbob_threshold, tc.lr_floor)
+            prev_err = 1.0 - dev_acc
+            epoch, step, elapsed, partial = epoch + 1, 0, 0.0, None
+            lr_used, lr = lr, lr_next
+            for group in opt.param_groups:
+                group["lr"] = lr
+            checkpoint(exp_dir / "checkpoints" / f"epoch{epoch}.pt", epoch=epoch, step=0, partial=None, elapsed=0.0)
+            (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
+            _write_metrics(exp_dir, metrics)
+            log(_summary_line(row, tc.epochs, lr_used, lr))
+    log(f"best dev frame accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}")
+    return metrics
+
+
+def _summary_line(row: dict, epochs: int, lr_used: float, lr_next: float) -> str:
+    zeros = "/".join(f"{z:.1f}" for z in row["dev_zero_pct"])
+    line = (f"epoch {row['epoch']}/{epochs} len {row['max_len']} lr {lr_used:.3g}: "
+            f"train loss {row['loss']:.4f} acc {row['acc']:.2%} | dev loss {row['dev_loss']:.4f} "
+            f"acc {row['dev_acc']:.2%} | zeros% {zeros or '-'} | {row['seconds']:.1f}s "
+            f"{row['frames_per_s']:.0f} frames/s")
+    if row["best"]:
+        line += " *best"
+    if lr_next != lr_used:
+        line += f" | lr -> {lr_next:.3g}"
+    return line
+
+
+def _write_metrics(exp_dir: Path, metrics: list[dict]) -> None:
+    # Rewritten whole from the checkpointed list, so a resumed run never duplicates epochs.
+    write_text(exp_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+
+
+def load_model(exp_dir: str | os.PathLike, device: str | torch.device | None = None
+               ) -> tuple[torch.nn.Module, Config, dict]:
+    """The best model of a run, in eval mode on ``device``; ``meta`` = model.pt minus weights/config.
+
+    Raises DataError when ``exp_dir/model.pt`` is missing.
+    """
+    path = Path(exp_dir) / "model.pt"
+    if not path.is_file():
+        raise DataError(f"{path}: no trained model; run snnasr train first (or check the exp name)")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = config_from_dict(blob["config"])
+    model = _build(blob["arch"], cfg.model, blob["n_in"], blob["n_out"])
+    model.load_state_dict(blob["state_dict"])
+    model.to(resolve_device(device)).eval()
+    return model, cfg, {k: v for k, v in blob.items() if k not in ("config", "state_dict")}
+
+
+def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
+    """Fail early, naming the command that makes what is missing."""
+    d = recipe_dir / "data" / name
+    if not d.is_dir():
+        raise DataError(f"{d}: {role} set not found; run snnasr prep for this recipe (or set data.{role}_set)")
+    if not (d / "feats.scp").is_file():
+        raise DataError(f"{d / 'feats.scp'}: no features; run snnasr features --sets {name} -d {recipe_dir}")
+    if not (d / f"labels_{level}.scp").is_file():
+        raise DataError(f"{d / f'labels_{level}.scp'}: no {level} frame labels; run snnasr features --sets {name} "
+                        f"-d {recipe_dir} (with phone_segments) or snnasr prep kaldi")
+    return d
+
+
+def run_training(recipe_dir: str | os.PathLike, arch: str | None = None, config_path: str | os.PathLike | None = None,
+                 exp_name: str | None = None, resume: bool = False, device: str | None = None,
+                 overrides: tuple[str, ...] | list[str] = ()) -> list[dict]:
+    """CLI entry: resolve the config, load data/<train_set> and data/<dev_set>, run :func:`fit`.
+
+    ``arch`` wins over the config file's ``model.arch``; ``overrides`` win over both.  Exits with
+    code 130 after a Ctrl-C (the checkpoint is written by :func:`fit`).
+    """
+    from snnasr.lang import load_lang
+
+    recipe_dir = Path(recipe_dir)
+    cfg = load_config(config_path, ([f"model.arch={arch}"] if arch else []) + list(overrides))
+    exp_dir = recipe_dir / "exp" / (exp_name or cfg.model.arch)
+    check_exp_dir(exp_dir, resume)
+    lang = load_lang(recipe_dir / "data" / "lang")
+    level = cfg.data.label_level or lang.default
+    lang.symbols(level)  # unknown level -> DataError listing the levels
+    dirs = [_check_set(recipe_dir, name, role, level)
+            for name, role in ((cfg.data.train_set, "train"), (cfg.data.dev_set, "dev"))]
+    from snnasr.dataset import UtteranceDataset
+    sets = [UtteranceDataset(d, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context) for d in dirs]
+    try:
+        return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=device)
+    except KeyboardInterrupt:
+        if checkpoints(exp_dir):
+            click.echo(f"snnasr train: interrupted; continue with: snnasr train --exp {exp_dir.name} --resume "
+                       f"-d {recipe_dir}", err=True)
+        else:
+            click.echo("snnasr train: interrupted before the first checkpoint; nothing to resume", err=True)
+        raise SystemExit(130) from None
