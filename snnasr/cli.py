@@ -121,23 +121,36 @@ def validate(sets: str, recipe_dir: Path) -> None:
 
 @cli.command()
 @click.option("--sets", default="train,dev,test", show_default=True, help="Comma-separated data sets.")
-@click.option("--type", "ftype", type=click.Choice(["fbank", "mfcc"]), default="fbank", show_default=True)
+@click.option("--type", "ftype", type=click.Choice(["fbank", "mfcc"]), default="fbank", show_default=True,
+              help="Log mel filterbank or MFCC (Kaldi compute-fbank-feats / compute-mfcc-feats).")
 @click.option("--num-bins", type=int, default=None, help="Mel bins (default 40 fbank, 23 MFCC).")
 @click.option("--num-ceps", type=int, default=13, show_default=True, help="Cepstra (MFCC only).")
 @click.option("--deltas/--no-deltas", default=False, show_default=True, help="Append deltas and delta-deltas.")
-@click.option("--cmvn", type=click.Choice(["speaker", "utt", "none"]), default="speaker", show_default=True)
+@click.option("--cmvn", type=click.Choice(["speaker", "utt", "none"]), default="speaker", show_default=True,
+              help="Key of the CMVN stats (applied when training reads the features).")
 @click.option("--dither", type=float, default=0.0, show_default=True,
-              help="Kaldi dither (0 keeps features deterministic).")
+              help="Kaldi dither (Kaldi's default is 1.0; 0 keeps features deterministic).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers over utterances.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML with any of the options above (command-line options win).")
+              help="YAML of feature options (type, num_bins, num_ceps, deltas, cmvn, dither, frame_length_ms, "
+                   "frame_shift_ms, low_freq, high_freq, ...); options given on the command line win.")
 @RECIPE_DIR
-def features(sets: str, ftype: str, num_bins: int | None, num_ceps: int, deltas: bool, cmvn: str,
-             dither: float, jobs: int, config_path: Path | None, recipe_dir: Path) -> None:
-    """Kaldi-compatible fbank/MFCC, CMVN stats and frame labels for each set."""
+@click.pass_context
+def features(ctx: click.Context, sets: str, ftype: str, num_bins: int | None, num_ceps: int, deltas: bool,
+             cmvn: str, dither: float, jobs: int, config_path: Path | None, recipe_dir: Path) -> None:
+    """Kaldi-compatible fbank/MFCC, CMVN stats and frame labels for each set.
+
+    Writes data/<set>/{feats,cmvn}.{ark,scp}, utt2num_frames, frame_shift, labels_<level>.{ark,scp}
+    (when phone_segments exists) and conf/features.yaml last; a set whose features.yaml matches
+    the options and inputs is skipped. Dither defaults to 0 for reproducibility (Kaldi: 1.0).
+    """
+    from click.core import ParameterSource
+
     from snnasr.features import FeatureOptions, make_features
-    opts = FeatureOptions.load(config_path, ftype=ftype, num_bins=num_bins, num_ceps=num_ceps,
-                               deltas=deltas, cmvn=cmvn, dither=dither)
+    given = {name: value for name, value in dict(ftype=ftype, num_bins=num_bins, num_ceps=num_ceps,
+                                                 deltas=deltas, cmvn=cmvn, dither=dither).items()
+             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    opts = FeatureOptions.load(config_path, **given)
     for name in sets.split(","):
         _echo_counts(f"data/{name}", make_features(recipe_dir / "data" / name, opts, jobs=jobs))
 
