@@ -75,9 +75,24 @@ def _checked(path: str | os.PathLike, reader) -> Iterator[tuple[str, np.ndarray]
         raise DataError(f"{path}: cannot read as a Kaldi archive ({e}); regenerate it") from e
 
 
+def _scp_reader(read_one):
+    """Read an scp one entry at a time.
+
+    kaldi_io's own scp readers skip unreadable entries with a printed warning (a corpus could
+    shrink silently), so every entry here is read explicitly and a failure is an error.
+    """
+    def reader(path: str) -> Iterator[tuple[str, np.ndarray]]:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    key, rxfile = line.split(maxsplit=1)
+                    yield key, read_one(rxfile.strip())
+    return reader
+
+
 def read_mat_scp(scp: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (key, float matrix) from an scp."""
-    return _checked(scp, kaldi_io.read_mat_scp)
+    return _checked(scp, _scp_reader(kaldi_io.read_mat))
 
 
 def read_mat_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
@@ -86,14 +101,8 @@ def read_mat_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def read_vec_int_scp(scp: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, int vector) from an scp (kaldi_io has no reader for this, so one line at a time)."""
-    def reader(path: str) -> Iterator[tuple[str, np.ndarray]]:
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    key, rxfile = line.split(maxsplit=1)
-                    yield key, kaldi_io.read_vec_int(rxfile.strip())
-    return _checked(scp, reader)
+    """Yield (key, int vector) from an scp."""
+    return _checked(scp, _scp_reader(kaldi_io.read_vec_int))
 
 
 def read_vec_int_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
