@@ -349,7 +349,7 @@ def _load_segments(data_dir: Path, utts: list[str]) -> tuple[Lang, dict[str, lis
     """Lang and validated phone segments, checked before any audio is read so errors come early."""
     lang = load_lang(data_dir.parent / "lang")
     L.level_maps(lang)  # every level must be reachable from the segment level
-    known = lang.symbols(lang.segment_level)
+    known = set(lang.symbols(lang.segment_level)) | set(L.MERGED_SYMBOLS)
     segs = read_segments(data_dir / "phone_segments")
     for utt in utts:
         if utt in segs:

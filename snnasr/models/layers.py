@@ -1,0 +1,68 @@
+"""Building blocks shared by every architecture: masked BatchNorm and time-shared dropout.
+
+Shapes are time-first: ``x`` is ``[T, B, F]``, ``mask`` is ``[T, B]`` (True = real frame).
+
+Masked BN: BatchNorm1d over all (time × batch) frames, as the seed, but statistics (and the
+running estimates) come from the valid frames only: the seed let padded zero frames into
+them, which shifts the statistics with the amount of padding.  Padded frames come out as 0.
+
+Dropout (seed, models.md §4): one inverted Bernoulli mask ``m`` of shape ``[B, H]`` per layer
+and minibatch, shared by every frame: ``m = Bernoulli(1-p) / (1-p)`` in training, 1 in eval.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """``forward(x [T, B, F], mask [T, B]) -> [T, B, F]``; stats from valid frames only."""
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        t, b, f = x.shape
+        flat = x.reshape(t * b, f)
+        if not self.training or bool(mask.all()):
+            return super().forward(flat).reshape(t, b, f)
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        valid = super().forward(flat.index_select(0, idx))
+        return flat.new_zeros(t * b, f).index_copy(0, idx, valid).reshape(t, b, f)
+
+
+class NoNorm(nn.Module):
+    """Stands in for :class:`MaskedBatchNorm1d` when ``batchnorm: false``."""
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return x
+
+
+def make_norm(features: int, enabled: bool) -> nn.Module:
+    return MaskedBatchNorm1d(features) if enabled else NoNorm()
+
+
+def dropout_mask(x: Tensor, hidden: int, p: float, training: bool) -> Tensor | None:
+    """Inverted ``[B, hidden]`` mask shared over time for a ``[T, B, *]`` input; None = no dropout."""
+    if not training or p <= 0:
+        return None
+    keep = torch.full((x.shape[1], hidden), 1 - p, dtype=x.dtype, device=x.device)
+    return torch.bernoulli(keep) / (1 - p)
+
+
+def kaiming_uniform_(w: Tensor) -> Tensor:
+    """Seed init of feedforward weights: U(±√(3/fan_in)) (Kaiming, gain 1)."""
+    bound = (3.0 / w.shape[1]) ** 0.5
+    return nn.init.uniform_(w, -bound, bound)
+
+
+class Readout(nn.Module):
+    """Per-frame ``BN(W_o s)``, W_o: H → C without bias, init U(±√(0.01/(H+C))) (seed)."""
+
+    def __init__(self, hidden: int, n_out: int, batchnorm: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_out, hidden))
+        bound = (0.01 / (hidden + n_out)) ** 0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        self.norm = make_norm(n_out, batchnorm)
+
+    def forward(self, s: Tensor, mask: Tensor) -> Tensor:
+        return self.norm(F.linear(s, self.weight), mask)

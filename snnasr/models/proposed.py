@@ -1,0 +1,105 @@
+"""Gated SNN with multi-bit spikes (Ponghiran & Roy 2021; official v2 / v1, models.md §2).
+
+Per layer, input ``x`` ``[T, B, F]``, width H, state ``(h, r, s)`` of shape ``[B, H]``, zero at t=0::
+
+    P^z_t, P^c_t = BN_z(W_z x_t), BN_c(W_c x_t)     one GEMM W: F → 2H (no bias) for all frames,
+                                                     split in halves, each with its own masked BN
+    z_t  = σ(P^z_t + U_z s_{t-1})                    forget gate     (v1: no U term)
+    c_t  = ReLU(P^c_t + U_c s_{t-1})                 candidate       (v1: no U term)
+    h_t  = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ c_t ⊙ m       gated leaky integrator, never reset
+    a'_t = r_{t-1} + h_t,  s_t = Q(a'_t),  r_t = a'_t - s_t    sigma-delta output, soft reset
+
+``U``: H → 2H without bias or BN, orthogonal init with gain √2, applied to the layer's own
+previous spikes (``recurrent: true`` = v2 = the paper's equations).  ``recurrent: false`` = v1
+has no ``U`` at all, so every gate is computed for all frames before the loop and the per-step
+work is element-wise only.  ``m`` is the time-shared dropout mask (training only).  Since
+``c >= 0``, ``h``, ``a`` and the output spikes ``s`` ``[T, B, H]`` are non-negative.
+
+Weights: ``2(F·H + H²)`` (v2) or ``2F·H`` (v1), against ``4(F·H + H²)`` for an LSTM.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snnasr.models.encoding import sigma_delta_step, step_masks
+from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.spikes import Quantizer
+
+
+class GatedState(NamedTuple):
+    trace: Tensor     # h, [B, H]
+    residual: Tensor  # r = a - s, [B, H]
+    spikes: Tensor    # s_{t-1}, [B, H]
+
+
+def gated_step(pre: Tensor, state: GatedState, recurrent: Tensor | None, drop: Tensor | None,
+               quantizer: Quantizer, valid: Tensor | None = None) -> tuple[Tensor, GatedState]:
+    """One frame (v2 when ``recurrent`` is U ``[2H, H]``): ``pre`` = ``[P^z_t | P^c_t]`` ``[B, 2H]``."""
+    if recurrent is not None:
+        pre = torch.addmm(pre, state.spikes, recurrent.t())
+    gz, gc = pre.chunk(2, dim=1)
+    z = torch.sigmoid(gz)
+    c = torch.relu(gc)
+    if drop is not None:
+        c = c * drop
+    h = torch.addcmul(c, z, state.trace - c)
+    s, residual = sigma_delta_step(h, state.residual, quantizer, valid)
+    return s, GatedState(h, residual, s)
+
+
+def gated_step_v1(update: Tensor, forget: Tensor, state: GatedState, quantizer: Quantizer,
+                  valid: Tensor | None = None) -> tuple[Tensor, GatedState]:
+    """One v1 frame from precomputed ``z_t`` and ``(1 - z_t) ⊙ c_t ⊙ m`` ``[B, H]``."""
+    h = torch.addcmul(update, forget, state.trace)
+    s, residual = sigma_delta_step(h, state.residual, quantizer, valid)
+    return s, GatedState(h, residual, s)
+
+
+class GatedSpikingLayer(nn.Module):
+    """``forward(x [T, B, F], mask [T, B]) -> spikes [T, B, H]``."""
+
+    def __init__(self, n_in: int, hidden: int, *, recurrent: bool, dropout: float, batchnorm: bool,
+                 quantizer: Quantizer) -> None:
+        super().__init__()
+        self.n_in, self.hidden, self.p, self.recurrent = n_in, hidden, dropout, recurrent
+        self.weight = nn.Parameter(kaiming_uniform_(torch.empty(2 * hidden, n_in)))
+        self.norm_z = make_norm(hidden, batchnorm)
+        self.norm_c = make_norm(hidden, batchnorm)
+        if recurrent:
+            self.weight_rec = nn.Parameter(torch.empty(2 * hidden, hidden))
+            nn.init.orthogonal_(self.weight_rec, gain=2 ** 0.5)
+        else:
+            self.register_parameter("weight_rec", None)
+        self.quantizer = quantizer
+
+    def init_state(self, x: Tensor) -> GatedState:
+        zero = x.new_zeros(x.shape[1], self.hidden)
+        return GatedState(zero, zero, zero)
+
+    def projections(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``[BN_z(W_z x) | BN_c(W_c x)]`` for all frames, ``[T, B, 2H]``."""
+        pz, pc = F.linear(x, self.weight).chunk(2, dim=2)
+        return torch.cat((self.norm_z(pz, mask), self.norm_c(pc, mask)), dim=2)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        pre = self.projections(x, mask)
+        drop = dropout_mask(x, self.hidden, self.p, self.training)
+        state = self.init_state(x)
+        out = []
+        if self.recurrent:
+            for pre_t, valid in zip(pre.unbind(0), step_masks(mask)):
+                s, state = gated_step(pre_t, state, self.weight_rec, drop, self.quantizer, valid)
+                out.append(s)
+        else:
+            gz, gc = pre.chunk(2, dim=2)
+            z = torch.sigmoid(gz)
+            c = torch.relu(gc) if drop is None else torch.relu(gc) * drop
+            update = (1 - z) * c
+            for u_t, z_t, valid in zip(update.unbind(0), z.unbind(0), step_masks(mask)):
+                s, state = gated_step_v1(u_t, z_t, state, self.quantizer, valid)
+                out.append(s)
+        return torch.stack(out)
