@@ -5,6 +5,9 @@ SNNASR ?= snnasr
 STAMPS := .stamps
 ARCHS ?= lstm gru lif proposed
 
+# Stamps are real results, never intermediate files for make to delete.
+.SECONDARY:
+
 $(STAMPS):
 	mkdir -p $@
 

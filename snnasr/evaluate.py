@@ -326,8 +326,15 @@ def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "tes
 
 
 def _print_summary(results: dict[str, Any]) -> None:
-    from snnasr.report import markdown_table, result_row, table_caption
-    rows = [result_row(results)]
+    """Paper-style table: this run beside every other run of the recipe evaluated the same way."""
+    from snnasr.report import group_rows, load_results, markdown_table, result_row, table_caption, table_key
+    siblings = Path(results["exp_dir"]).parent.glob(f"*/eval_{results['set']}/results.json")
+    try:
+        same = [r for r in load_results(sorted(siblings)) if table_key(r) == table_key(results)]
+    except DataError as e:  # a stale sibling must not hide this run's numbers
+        click.echo(f"note: other runs not shown ({e})", err=True)
+        same = []
+    rows = [result_row(*runs, label=label) for label, runs in group_rows(same)] or [result_row(results)]
     ops = results.get("ops")
     if ops:
         for kind in ("lstm", "gru"):
