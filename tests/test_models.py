@@ -245,3 +245,22 @@ def test_overfits_tiny_set(arch, extra):
             if acc > 0.9:
                 break
     assert acc > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available: the GPU path is checked only on a GPU")
+@pytest.mark.parametrize("arch, extra", ARCHS)
+def test_cuda_matches_cpu(arch, extra):
+    """Training-mode forward, backward and range tracking agree between CPU and CUDA."""
+    torch.manual_seed(3)
+    cpu = build(arch, ModelConfig(hidden=16, dropout=0.0, **extra), 6, 4).double().train()
+    gpu = copy.deepcopy(cpu).cuda()
+    x = torch.randn(12, 3, 6, dtype=torch.double)
+    mask = torch.arange(12)[:, None] < torch.tensor([12, 8, 5])[None]
+    a, b = cpu(x, mask), gpu(x.cuda(), mask.cuda())
+    assert torch.allclose(a.logits[mask], b.logits.cpu()[mask], atol=1e-6)
+    a.logits[mask].sum().backward()
+    b.logits[mask.cuda()].sum().backward()
+    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        assert torch.allclose(p.grad, q.grad.cpu(), atol=1e-6), name
+    for (name, buf), buf2 in zip(cpu.named_buffers(), gpu.buffers()):
+        assert torch.allclose(buf.double(), buf2.cpu().double(), atol=1e-6), name
