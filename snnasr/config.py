@@ -199,6 +199,20 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     return tree
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str) -> dict:
+    """A YAML file that must hold a mapping; every failure is one ConfigError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} options")
+    return values
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
                 **section_defaults: dict) -> Config:
     """Defaults, then ``section_defaults`` (e.g. ``model={"arch": "lif"}``), then the YAML, then overrides."""
@@ -206,13 +220,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     if section_defaults:
         _update(cfg, section_defaults, "")
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        values = read_yaml_mapping(path, "config")
         try:
             _update(cfg, values, "")
         except ConfigError as e:

@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import zlib
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ from tqdm import tqdm
 
 from snnasr import labels as L
 from snnasr.audio import audio_info, read_audio, wav_path
+from snnasr.config import read_yaml_mapping
 from snnasr.data.datadir import read_segments, read_table, sort_key, validate_data_dir, write_table
 from snnasr.io import ConfigError, DataError, write_text
 from snnasr.kaldi.ark import write_mat_ark_scp
@@ -80,14 +82,7 @@ class FeatureOptions:
         values: dict[str, Any] = {}
         if config_path is not None:
             path = Path(config_path)
-            if not path.is_file():
-                raise ConfigError(f"{path}: feature config not found")
-            try:
-                raw = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{path}: expected a mapping of feature options")
+            raw = read_yaml_mapping(path, "feature")
             for key, value in raw.items():
                 name = str(key).replace("-", "_")
                 values[YAML_ALIASES.get(name, name)] = value
@@ -248,7 +243,9 @@ def _compute(tasks: list[tuple[str, str, int, FeatureOptions]], jobs: int) -> It
         for task in tasks:
             yield _utt_features(task)
         return
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
+    # forkserver, not fork: forking a process whose torch already runs threads can deadlock.
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                               mp_context=multiprocessing.get_context("forkserver"))
     try:
         chunk = max(1, min(32, len(tasks) // (jobs * 4)))
         yield from pool.map(_utt_features, tasks, chunksize=chunk)

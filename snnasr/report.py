@@ -220,9 +220,14 @@ def read_curves(run_dir: Path) -> list[tuple[int, float]]:
     return out
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, ax: Any, title: str, path: Path) -> Path:
+    """Title, write atomically, and free the figure (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+    ax.set_title(title)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _no_data(ax: Any, text: str) -> None:
@@ -256,10 +261,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
     else:
         _no_data(ax, "no op counts: run snnasr eval --report-ops")
-    ax.set_title("Accuracy vs normalised operations")
-    paths.append(out_dir / "accuracy_vs_ops.png")
-    _save(fig, paths[-1])
-    plt.close(fig)
+    paths.append(_save(fig, ax, "Accuracy vs normalised operations", out_dir / "accuracy_vs_ops.png"))
 
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(results) + 2), 4))
     layered = [r for r in results if r.get("zero_frac", {}).get("layers")]
@@ -277,10 +279,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
     else:
         _no_data(ax, "no per-layer zero fractions")
-    ax.set_title("Zero outputs per hidden layer")
-    paths.append(out_dir / "zeros_per_layer.png")
-    _save(fig, paths[-1])
-    plt.close(fig)
+    paths.append(_save(fig, ax, "Zero outputs per hidden layer", out_dir / "zeros_per_layer.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     seen = set()
@@ -298,10 +297,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
     else:
         _no_data(ax, "no metrics.jsonl with epoch and dev_acc")
-    ax.set_title("Training curves")
-    paths.append(out_dir / "training_curves.png")
-    _save(fig, paths[-1])
-    plt.close(fig)
+    paths.append(_save(fig, ax, "Training curves", out_dir / "training_curves.png"))
     return paths
 
 
