@@ -109,6 +109,16 @@ def prep_yesno(corpus: Path, recipe_dir: Path) -> None:
     _echo_counts("utterances", counts)
 
 
+@prep.command("fsdd")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@RECIPE_DIR
+def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
+    """Free Spoken Digit Dataset (recordings/): train 2400, dev 300, test 300; word labels."""
+    from snnasr.data.fsdd import prepare_fsdd
+    counts = prepare_fsdd(corpus, recipe_dir)
+    _echo_counts("utterances", counts)
+
+
 @cli.command()
 @click.option("--sets", default="train,dev,test", show_default=True, help="Comma-separated data sets.")
 @RECIPE_DIR

@@ -1,0 +1,175 @@
+"""``snnasr prep fsdd``: the Free Spoken Digit Dataset as Kaldi data dirs with word frame labels.
+
+Input: ``<corpus>/recordings/*.wav`` or ``<corpus>/*.wav``: 8 kHz mono recordings of one spoken
+digit each, named ``<digit>_<speaker>_<index>.wav`` (``7_jackson_32.wav``); other files
+(README, metadata.py) are ignored.  The full corpus has 6 speakers x 10 digits x 50 indices.
+
+Outputs: ``<recipe>/data/{train,dev,test}/`` (``wav.scp`` with absolute paths, ``text`` = the
+digit word in upper case, ``utt2spk`` = the speaker, ``spk2utt``, ``phone_segments``) and
+``<recipe>/data/lang/`` with one label level ``word`` (``sil zero one ... nine``).  Utterance
+ids are ``<speaker>_<digit>_<index>``: speaker first, so sorting by utterance sorts by speaker
+as Kaldi expects.
+
+Split: the dataset's own, by index: 0-4 -> ``test`` (300 of 3000); the official training part
+(5-49) is cut in two: 5-9 -> ``dev`` (300), 10 and above -> ``train`` (2400).  ``dev`` is
+therefore carved out of the official training part, and ``test`` is the official test set.
+
+Frame labels: FSDD has no phone alignment, so each recording gets ``sil <word> sil`` segments
+from energy endpointing.  The recordings are trimmed but keep short low-energy ends: the
+short-time energy of 25 ms frames every 10 ms (Kaldi's framing, frame mean removed) is compared
+with the recording's loudest frame, and the first and last frames within ``THRESHOLD_DB`` of it
+bound the word.  Boundaries lie half-way between frame centres, so exactly those frames (and
+the ones between) are labelled with the word by the centre-of-frame rule of
+:mod:`snnasr.labels`; the segments run from sample 0 to the end of the audio, and an empty
+silence segment is left out.  ``snnasr features`` turns them into ``labels_word.scp``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from snnasr.audio import audio_info, read_audio
+from snnasr.data.datadir import write_data_dir
+from snnasr.io import DataError
+from snnasr.labels import num_frames, window_samples
+from snnasr.lang import write_lang
+
+SAMPLE_RATE = 8000
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SILENCE = "sil"
+THRESHOLD_DB = 30.0
+SETS = ("train", "dev", "test")
+# Index ranges of each set, as text for the error messages.
+SPLIT_RULE = {"test": "index 0-4", "dev": "index 5-9", "train": "index 10 or above"}
+_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[A-Za-z0-9-]+)_(?P<index>[0-9]+)$")
+
+Segment = tuple[int, int, str]
+
+
+class Recording(NamedTuple):
+    uttid: str
+    speaker: str
+    digit: int
+    index: int
+    path: Path
+
+
+def prepare_fsdd(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> dict[str, int]:
+    """Write ``data/{train,dev,test}`` (with ``phone_segments``) and ``data/lang``; return the counts.
+
+    Raises DataError when the folder is missing, holds no WAV files, a WAV name is not
+    ``<digit>_<speaker>_<index>.wav``, a recording is not 8 kHz mono, is empty, unreadable,
+    shorter than one 25 ms frame or silent, or one of the three sets would be empty.  Every
+    recording is checked (and endpointed) before anything is written.
+    """
+    sets = list_fsdd(corpus)
+    segments = {name: {r.uttid: word_segments(r.path, WORDS[r.digit]) for r in recs}
+                for name, recs in sets.items()}
+    data = Path(recipe_dir) / "data"
+    for name, recs in sets.items():
+        write_data_dir(data / name,
+                       wav={r.uttid: str(r.path) for r in recs},
+                       text={r.uttid: WORDS[r.digit].upper() for r in recs},
+                       utt2spk={r.uttid: r.speaker for r in recs},
+                       segments=segments[name])
+    write_lang(data / "lang", {"word": [SILENCE, *WORDS]}, default="word", score="word",
+               silence=[SILENCE], segment_level="word")
+    return {name: len(recs) for name, recs in sets.items()}
+
+
+def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
+    """The recordings of each set (``train``, ``dev``, ``test``), sorted by utterance id.
+
+    Reads only the WAV headers (8 kHz mono, not empty); raises DataError as
+    :func:`prepare_fsdd` does, except for the checks that need the samples.
+    """
+    waves = find_recordings(Path(corpus))
+    sets: dict[str, list[Recording]] = {name: [] for name in SETS}
+    for path in waves:
+        rec = parse_name(path)
+        audio_info(path, expected_rate=SAMPLE_RATE)
+        sets[split_of(rec.index)].append(rec)
+    for name, recs in sets.items():
+        if not recs:
+            raise DataError(f"{waves[0].parent}: no recording with {SPLIT_RULE[name]} for the {name} set; "
+                            f"use the complete FSDD recordings folder (3000 WAVs)")
+        recs.sort(key=lambda r: r.uttid.encode("utf-8"))
+    return sets
+
+
+def find_recordings(corpus: Path) -> list[Path]:
+    """WAVs of ``corpus/recordings`` or of ``corpus`` itself, sorted by name."""
+    if not corpus.is_dir():
+        raise DataError(f"{corpus}: folder not found; give the free-spoken-digit-dataset folder "
+                        f"(github.com/Jakobovski/free-spoken-digit-dataset) or its recordings/ folder")
+    folder = corpus / "recordings" if (corpus / "recordings").is_dir() else corpus
+    waves = sorted(p for p in folder.iterdir() if p.suffix == ".wav" and p.is_file())
+    if not waves:
+        raise DataError(f"{folder}: no .wav files; give the FSDD folder or its recordings/ folder")
+    return waves
+
+
+def parse_name(path: Path) -> Recording:
+    """Digit, speaker and index from ``<digit>_<speaker>_<index>.wav``."""
+    m = _NAME.match(path.stem)
+    if not m:
+        raise DataError(f"{path}: not an FSDD recording name (expected <digit>_<speaker>_<index>.wav, "
+                        f"e.g. 7_jackson_32.wav); move it out of {path.parent}")
+    speaker, digit, index = m["speaker"], int(m["digit"]), int(m["index"])
+    return Recording(f"{speaker}_{digit}_{m['index']}", speaker, digit, index, path.resolve())
+
+
+def split_of(index: int) -> str:
+    """Set of a recording index: 0-4 test, 5-9 dev, 10 and above train."""
+    return "test" if index < 5 else "dev" if index < 10 else "train"
+
+
+def word_segments(path: str | os.PathLike, word: str, threshold_db: float = THRESHOLD_DB) -> list[Segment]:
+    """``[(0, start, sil), (start, end, word), (end, N, sil)]`` by energy endpointing (see module doc).
+
+    Silence segments of zero length are left out.  Raises DataError when the audio is
+    unreadable, empty, not 8 kHz mono, shorter than one frame or silent throughout.
+    """
+    samples, rate = read_audio(path, expected_rate=SAMPLE_RATE)
+    n = len(samples)
+    n_frames = num_frames(n, rate)
+    if n_frames == 0:
+        win, _ = window_samples(rate)
+        raise DataError(f"{path}: shorter than one 25 ms frame ({n} samples, need {win}); remove the recording")
+    start, end = word_bounds(samples, rate, threshold_db)
+    if start is None:
+        raise DataError(f"{path}: audio is silent (all samples equal); remove it or replace it with the "
+                        f"real recording")
+    segs = [(0, start, SILENCE)] if start > 0 else []
+    segs.append((start, end, word))
+    if end < n:
+        segs.append((end, n, SILENCE))
+    return segs
+
+
+def word_bounds(samples: np.ndarray, rate: int, threshold_db: float = THRESHOLD_DB) -> tuple[int | None, int]:
+    """Sample range ``[start, end)`` of the frames within ``threshold_db`` of the loudest one.
+
+    Frames are Kaldi's (25 ms every 10 ms, ``snip_edges``); each frame's mean is removed before
+    its energy is taken.  ``start`` is ``None`` when no frame has any energy.  The range
+    reaches the audio's ends when the first or last frame is loud.
+    """
+    win, shift = window_samples(rate)
+    n = len(samples)
+    n_frames = num_frames(n, rate)
+    samples = np.asarray(samples, dtype=np.float64)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, win)[::shift][:n_frames]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    energy = np.einsum("ij,ij->i", frames, frames)
+    peak = energy.max()
+    if peak <= 0:
+        return None, n
+    loud = np.flatnonzero(energy >= peak * 10 ** (-threshold_db / 10))
+    first, last = int(loud[0]), int(loud[-1])
+    start = 0 if first == 0 else first * shift + (win - shift) // 2
+    end = n if last == n_frames - 1 else min(n, last * shift + (win + shift) // 2)
+    return start, end
