@@ -174,6 +174,8 @@ BAD_INPUTS = {
                 r"SI1027.PHN:2: segment starts at 800, inside the previous one"),
     "reversed": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (1500, 1000, "aa")]),
                  r"SI1027.PHN:2: segment ends \(1000\) before it starts"),
+    "gap": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (950, 1500, "aa"), (1500, 2000, "h#")]),
+            r"SI1027.PHN:2: segment starts at 950, after a gap"),
     "beyond audio": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (900, 10 ** 6, "h#")]),
                      r"SI1027.PHN:2: segment ends at sample 1000000, beyond the \d+ samples"),
     "unknown label": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (900, 1000, "xyz")]),

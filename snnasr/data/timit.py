@@ -292,6 +292,9 @@ def _read_phn(path: Path, num_samples: int, pmap: dict[str, tuple[str, str]]) ->
         if segs and start < segs[-1][1]:
             raise DataError(f"{path}:{n}: segment starts at {start}, inside the previous one (ends {segs[-1][1]}); "
                             f"segments must not overlap")
+        if segs and start > segs[-1][1]:
+            raise DataError(f"{path}:{n}: segment starts at {start}, after a gap from the previous one "
+                            f"(ends {segs[-1][1]}); .PHN segments must be contiguous")
         if end > num_samples:
             raise DataError(f"{path}:{n}: segment ends at sample {end}, beyond the {num_samples} samples of the "
                             f"audio; the audio is truncated or does not belong to this .PHN")
