@@ -60,3 +60,31 @@ def test_yesno_recipe_real_kaldi_alignments(tmp_path):
     recipe = _copy_recipe("yesno", tmp_path)
     _make(recipe, f"YESNO={SHARED_YESNO}")
     _check_results(recipe, ["lstm", "proposed"], "train_yesno")
+
+
+TINY_TRAIN = "TRAIN_ARGS=model.hidden=8 train.epochs=1 train.curriculum=1000*1"
+
+
+def test_timit_recipe_on_ldc_layout_fixture(tmp_path):
+    from timit_fixture import make_timit
+    mini = make_timit(tmp_path / "TIMIT", train_speakers=3, dev_speakers=1, test_speakers=1)
+    recipe = _copy_recipe("timit", tmp_path)
+    _make(recipe, f"TIMIT={mini.root}", TINY_TRAIN, "ARCHS=lstm proposed", "JOBS=1")
+    _check_results(recipe, ["lstm", "proposed"], "test")
+
+
+def test_librispeech_recipe_on_fixture_with_textgrids(tmp_path):
+    from test_librispeech import make_librispeech
+    make_librispeech(tmp_path / "corpus", sets=("train-clean-100", "dev-clean", "test-clean"),
+                     textgrids=tmp_path / "mfa")
+    recipe = _copy_recipe("librispeech", tmp_path)
+    _make(recipe, f"LIBRISPEECH={tmp_path / 'corpus'}", f"TEXTGRIDS={tmp_path / 'mfa'}", TINY_TRAIN,
+          "ARCHS=lstm proposed", "JOBS=1")
+    _check_results(recipe, ["lstm", "proposed"], "test_clean")
+
+
+def test_fsdd_recipe_on_shipped_recordings(tmp_path):
+    shutil.copytree(REPO / "tests" / "data" / "fsdd" / "recordings", tmp_path / "fsdd_corpus" / "recordings")
+    recipe = _copy_recipe("fsdd", tmp_path)
+    _make(recipe, f"FSDD={tmp_path / 'fsdd_corpus'}", TINY_TRAIN, "JOBS=1")
+    _check_results(recipe, ["lstm", "proposed"], "test")
