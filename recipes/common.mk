@@ -5,8 +5,8 @@ SNNASR ?= snnasr
 STAMPS := .stamps
 ARCHS ?= lstm gru lif proposed
 
-# Stamps are real results, never intermediate files for make to delete.
-.SECONDARY:
+# Train stamps are real results, not intermediate files for make to delete.
+.PRECIOUS: $(STAMPS)/train-% $(STAMPS)/train-%_phone
 
 $(STAMPS):
 	mkdir -p $@

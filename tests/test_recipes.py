@@ -59,7 +59,10 @@ def test_yesno_recipe_real_kaldi_alignments(tmp_path):
         pytest.skip(f"{SHARED_YESNO} absent: the shared Kaldi yes/no data is not on this machine")
     recipe = _copy_recipe("yesno", tmp_path)
     _make(recipe, f"YESNO={SHARED_YESNO}")
-    _check_results(recipe, ["lstm", "proposed"], "train_yesno")
+    _check_results(recipe, ["lstm", "proposed", "lstm_phone", "proposed_phone"], "train_yesno")
+    levels = {json.loads((recipe / "exp" / run / "eval_train_yesno" / "results.json").read_text())["label_level"]
+              for run in ("proposed", "proposed_phone")}
+    assert levels == {"pdf", "phone"}
 
 
 TINY_TRAIN = "TRAIN_ARGS=model.hidden=8 train.epochs=1 train.curriculum=1000*1"
