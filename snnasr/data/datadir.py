@@ -109,6 +109,21 @@ def write_data_dir(out: str | os.PathLike, wav: Mapping[str, str], text: Mapping
     return out
 
 
+def find_wavs(corpus: str | os.PathLike, subdir: str, hint: str) -> list[Path]:
+    """WAVs of ``corpus/subdir`` or of ``corpus`` itself, sorted by name (flat-folder corpora).
+
+    ``hint`` says what the user should give instead (e.g. "the waves_yesno folder or its parent").
+    """
+    corpus = Path(corpus)
+    if not corpus.is_dir():
+        raise DataError(f"{corpus}: folder not found; give {hint}")
+    folder = corpus / subdir if (corpus / subdir).is_dir() else corpus
+    waves = sorted(p for p in folder.iterdir() if p.suffix == ".wav" and p.is_file())
+    if not waves:
+        raise DataError(f"{folder}: no .wav files; give {hint}")
+    return waves
+
+
 def validate_data_dir(d: str | os.PathLike) -> dict[str, int]:
     """Kaldi ``validate_data_dir.sh``-style checks; return counts of utterances and speakers."""
     d = Path(d)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from snnasr.audio import audio_info, read_audio
-from snnasr.data.datadir import write_data_dir
+from snnasr.data.datadir import find_wavs, write_data_dir
 from snnasr.io import DataError
 from snnasr.labels import num_frames, window_samples
 from snnasr.lang import write_lang
@@ -87,7 +87,8 @@ def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
     Reads only the WAV headers (8 kHz mono, not empty); raises DataError as
     :func:`prepare_fsdd` does, except for the checks that need the samples.
     """
-    waves = find_recordings(Path(corpus))
+    waves = find_wavs(corpus, "recordings", "the free-spoken-digit-dataset folder "
+                      "(github.com/Jakobovski/free-spoken-digit-dataset) or its recordings/ folder")
     sets: dict[str, list[Recording]] = {name: [] for name in SETS}
     for path in waves:
         rec = parse_name(path)
@@ -99,18 +100,6 @@ def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
                             f"use the complete FSDD recordings folder (3000 WAVs)")
         recs.sort(key=lambda r: r.uttid.encode("utf-8"))
     return sets
-
-
-def find_recordings(corpus: Path) -> list[Path]:
-    """WAVs of ``corpus/recordings`` or of ``corpus`` itself, sorted by name."""
-    if not corpus.is_dir():
-        raise DataError(f"{corpus}: folder not found; give the free-spoken-digit-dataset folder "
-                        f"(github.com/Jakobovski/free-spoken-digit-dataset) or its recordings/ folder")
-    folder = corpus / "recordings" if (corpus / "recordings").is_dir() else corpus
-    waves = sorted(p for p in folder.iterdir() if p.suffix == ".wav" and p.is_file())
-    if not waves:
-        raise DataError(f"{folder}: no .wav files; give the FSDD folder or its recordings/ folder")
-    return waves
 
 
 def parse_name(path: Path) -> Recording:

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from snnasr.audio import audio_info
-from snnasr.data.datadir import write_data_dir
+from snnasr.data.datadir import find_wavs, write_data_dir
 from snnasr.io import DataError
 
 SAMPLE_RATE = 8000
@@ -35,7 +35,7 @@ def prepare_yesno(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> d
     Raises DataError when the folder is missing, holds no WAV files, a WAV name is not a
     0/1 transcript, a recording is not 8 kHz mono, or one of the two sets would be empty.
     """
-    waves = find_waves(Path(corpus))
+    waves = find_wavs(corpus, "waves_yesno", "the extracted waves_yesno folder (openslr.org/resources/1) or its parent")
     sets: dict[str, dict[str, Path]] = {"train_yesno": {}, "test_yesno": {}}
     for path in waves:
         if not _NAME.match(path.stem):
@@ -55,15 +55,3 @@ def prepare_yesno(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> d
                        text={u: " ".join(_WORDS[w] for w in u.split("_")) for u in utts},
                        utt2spk={u: "global" for u in utts})
     return {name: len(utts) for name, utts in sets.items()}
-
-
-def find_waves(corpus: Path) -> list[Path]:
-    """WAVs of ``corpus/waves_yesno`` or of ``corpus`` itself, sorted by name."""
-    if not corpus.is_dir():
-        raise DataError(f"{corpus}: folder not found; give the extracted waves_yesno folder "
-                        f"(openslr.org/resources/1) or its parent")
-    folder = corpus / "waves_yesno" if (corpus / "waves_yesno").is_dir() else corpus
-    waves = sorted(p for p in folder.iterdir() if p.suffix == ".wav" and p.is_file())
-    if not waves:
-        raise DataError(f"{folder}: no .wav files; give the extracted waves_yesno folder or its parent")
-    return waves
