@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from snnasr.config import ModelConfig
 from snnasr.models import build
+from snnasr.train import resolve_device
 
 N_IN, N_OUT = 40, 48
 VARIANTS = (("lstm", "lstm", {}), ("gru", "gru", {}), ("lif", "lif", {}),
@@ -50,7 +51,7 @@ def time_training_step(arch: str, cfg: ModelConfig, x: torch.Tensor, mask: torch
 def run_bench(device: str | None = None, hidden: int = 550, batch: int = 32, steps: int = 200,
               repeats: int = 3) -> list[dict]:
     """Print (and return) frames/s per architecture and its ratio to the LSTM."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(steps, batch, N_IN, generator=gen).to(dev)
     y = torch.randint(0, N_OUT, (steps, batch), generator=gen).to(dev)
