@@ -43,5 +43,9 @@ class SigmaDeltaEncoder(nn.Module):
 
 
 def step_masks(mask: Tensor) -> list[Tensor | None]:
-    """Per-step ``[B]`` masks for the quantisers' range tracking; all None when nothing is padded."""
-    return [None] * mask.shape[0] if bool(mask.all()) else list(mask.unbind(0))
+    """Per-step ``[B]`` masks for the quantisers' range tracking; None for steps with no padding.
+
+    None selects the quantiser's cheaper unmasked update; one host sync per sequence decides it.
+    """
+    full = mask.all(dim=1).tolist()
+    return [None if f else m for f, m in zip(full, mask.unbind(0))]
