@@ -180,6 +180,16 @@ TUPLES_BY_HAND = [(1, 0, 1, True), (1, 0, 0, False), (1, 1, 3, True), (1, 1, 2, 
                   (2, 2, 11, True), (2, 2, 10, False)]
 
 
+def write_model(tmp_path, binary: bool, tuples: bool):
+    """The hand-made model as ``final.mdl``, in Kaldi's binary or text form."""
+    path = tmp_path / "final.mdl"
+    if binary:
+        path.write_bytes(binary_model(tuples=tuples))
+    else:
+        path.write_text(text_model(tuples=tuples))
+    return path
+
+
 def table(m) -> list[tuple[int, int, int, bool]]:
     return [(int(m.tid_phone[t]), int(m.tid_hmm_state[t]), int(m.tid_pdf[t]), bool(m.tid_self_loop[t]))
             for t in range(1, m.num_transition_ids + 1)]
@@ -187,12 +197,7 @@ def table(m) -> list[tuple[int, int, int, bool]]:
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 def test_tuples_model_self_loops_use_the_self_loop_pdf(tmp_path, binary):
-    path = tmp_path / "final.mdl"
-    if binary:
-        path.write_bytes(binary_model(tuples=True))
-    else:
-        path.write_text(text_model(tuples=True))
-    m = read_transition_model(path)
+    m = read_transition_model(write_model(tmp_path, binary, tuples=True))
     assert m.format == "Tuples"
     assert table(m) == TUPLES_BY_HAND
     assert m.num_transition_ids == 12 and m.num_pdfs == 12
@@ -204,12 +209,7 @@ def test_tuples_model_self_loops_use_the_self_loop_pdf(tmp_path, binary):
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 def test_triples_model_uses_one_pdf_per_state(tmp_path, binary):
-    path = tmp_path / "final.mdl"
-    if binary:
-        path.write_bytes(binary_model(tuples=False))
-    else:
-        path.write_text(text_model(tuples=False))
-    m = read_transition_model(path)
+    m = read_transition_model(write_model(tmp_path, binary, tuples=False))
     assert m.format == "Triples"
     by_hand = [(p, s, TRIPLES[(p - 1) * 3 + s][2], loop) for p, s, _pdf, loop in TUPLES_BY_HAND]
     assert table(m) == by_hand
