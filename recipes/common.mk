@@ -4,6 +4,9 @@
 SNNASR ?= snnasr
 STAMPS := .stamps
 ARCHS ?= lstm gru lif proposed
+# Runs the report collects; recursive, so a recipe may set ARCHS or RUNS after the include.
+RUNS = $(ARCHS)
+.DEFAULT_GOAL := all
 
 # Train stamps are real results, not intermediate files for make to delete.
 .PRECIOUS: $(STAMPS)/train-% $(STAMPS)/train-%_phone
@@ -19,3 +22,12 @@ $(STAMPS)/train-%: $(STAMPS)/features conf/train_%.yaml | $(STAMPS)
 $(STAMPS)/eval-%: $(STAMPS)/train-% | $(STAMPS)
 	$(SNNASR) eval exp/$* --set $(EVAL_SET) --report-ops
 	touch $@
+
+# The last stage of every recipe: the paper-style report over all runs, printed.
+.PHONY: all
+all: exp/report.md
+	@cat exp/report.md
+
+.SECONDEXPANSION:
+exp/report.md: $$(foreach r,$$(RUNS),$(STAMPS)/eval-$$(r))
+	$(SNNASR) report
