@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-small test bench clean-venv
+.PHONY: setup demo demo-small test lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
+
+# Lint and format check (ruff); the rules live in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check snnasr tests
+	$(BIN)/ruff format --check snnasr tests
 
 demo: $(STAMP)
 	$(MAKE) -C recipes/demo SNNASR=$(abspath $(BIN))/snnasr

@@ -3,6 +3,7 @@
 ``torchaudio.load`` needs an extra decoder package, so it is not used.  Failures become one
 DataError line naming the file and what to do.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,10 @@ def wav_path(entry: str, where: str) -> Path:
     """Resolve a wav.scp value; Kaldi pipe commands ('... |') cannot be run here."""
     entry = entry.strip()
     if entry.endswith("|"):
-        raise DataError(f"{where}: wav.scp entry is a command ({entry!r}); snnasr needs plain audio "
-                        f"paths: convert the audio to WAV/FLAC first")
+        raise DataError(
+            f"{where}: wav.scp entry is a command ({entry!r}); snnasr needs plain audio "
+            f"paths: convert the audio to WAV/FLAC first"
+        )
     return Path(entry)
 
 

@@ -14,10 +14,11 @@ Cutting rule (as in the seed, PyTorch-Kaldi): an utterance longer than ``1.25 * 
 ``max_len``-frame pieces cut from its start until at most ``1.25 * max_len`` frames remain;
 that tail is kept as one piece.  So every piece has at most ``floor(1.25 * max_len)`` frames.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 
@@ -34,6 +35,7 @@ class Packed:
     feats: [N + 1, F] float; labels: [N + 1] long (padding label -1);
     starts/lengths: per utterance offsets into the rows, in dataset order.
     """
+
     feats: torch.Tensor
     labels: torch.Tensor
     starts: list[int]
@@ -48,7 +50,7 @@ class Packed:
     def num_frames(self) -> int:
         return self.feats.shape[0] - 1
 
-    def to(self, device: torch.device | str) -> "Packed":
+    def to(self, device: torch.device | str) -> Packed:
         return Packed(self.feats.to(device), self.labels.to(device), self.starts, self.lengths, self.uttids)
 
 
@@ -62,11 +64,15 @@ def pack(items: Iterable[tuple[str, torch.Tensor, torch.Tensor]], num_classes: i
     offset = 0
     for uttid, x, y in items:
         if x.shape[0] != y.shape[0]:
-            raise DataError(f"utterance {uttid}: {x.shape[0]} feature frames but {y.shape[0]} labels; "
-                            f"re-run snnasr features for this set")
+            raise DataError(
+                f"utterance {uttid}: {x.shape[0]} feature frames but {y.shape[0]} labels; "
+                f"re-run snnasr features for this set"
+            )
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise DataError(f"utterance {uttid}: label ids outside 0..{num_classes - 1}; the labels do not "
-                            f"match data/lang (re-run snnasr features)")
+            raise DataError(
+                f"utterance {uttid}: label ids outside 0..{num_classes - 1}; the labels do not "
+                f"match data/lang (re-run snnasr features)"
+            )
         feats.append(x.float())
         labels.append(y.long())
         starts.append(offset)
@@ -102,8 +108,9 @@ def cut(length: int, max_len: int) -> list[tuple[int, int]]:
     return pieces
 
 
-def plan_batches(lengths: Sequence[int], max_len: int, batch_frames: int,
-                 generator: torch.Generator | None = None) -> list[list[tuple[int, int, int]]]:
+def plan_batches(
+    lengths: Sequence[int], max_len: int, batch_frames: int, generator: torch.Generator | None = None
+) -> list[list[tuple[int, int, int]]]:
     """Group utterance pieces into minibatches of at most ``batch_frames`` padded frames.
 
     Returns batches of ``(utterance index, start, end)``.  Pieces are sorted by length (ties in
@@ -135,6 +142,7 @@ def plan_batches(lengths: Sequence[int], max_len: int, batch_frames: int,
 @dataclass
 class Batch:
     """Index minibatch: ``idx [T, B]`` rows of a :class:`Packed` (padding -> its pad row)."""
+
     idx: torch.Tensor
     n_frames: int
 
@@ -144,8 +152,9 @@ class Batch:
         return data.feats[self.idx], y, y >= 0
 
 
-def index_batches(plan: list[list[tuple[int, int, int]]], data: Packed,
-                  device: torch.device | str = "cpu") -> list[Batch]:
+def index_batches(
+    plan: list[list[tuple[int, int, int]]], data: Packed, device: torch.device | str = "cpu"
+) -> list[Batch]:
     """Turn a plan into right-padded index tensors on ``device`` (one transfer per batch)."""
     pin = torch.device(device).type == "cuda"
     out = []
@@ -160,8 +169,9 @@ def index_batches(plan: list[list[tuple[int, int, int]]], data: Packed,
     return out
 
 
-def epoch_batches(data: Packed, max_len: int, batch_frames: int, seed: int | None,
-                  device: torch.device | str = "cpu") -> list[Batch]:
+def epoch_batches(
+    data: Packed, max_len: int, batch_frames: int, seed: int | None, device: torch.device | str = "cpu"
+) -> list[Batch]:
     """Minibatches of one epoch; ``seed=None`` means evaluation order (no shuffling)."""
     gen = None if seed is None else torch.Generator().manual_seed(seed)
     return index_batches(plan_batches(data.lengths, max_len, batch_frames, gen), data, device)

@@ -6,6 +6,7 @@ run, on the same machine and shapes.  One timed iteration = forward, masked NLL 
 backward and an Adam step on random data (``steps`` × ``batch`` frames, 40-dim input,
 48 classes); reported: the median over ``repeats`` after one warm-up iteration.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -19,8 +20,13 @@ from snnasr.models import build
 from snnasr.train import resolve_device
 
 N_IN, N_OUT = 40, 48
-VARIANTS = (("lstm", "lstm", {}), ("gru", "gru", {}), ("lif", "lif", {}),
-            ("proposed v2", "proposed", {"recurrent": True}), ("proposed v1", "proposed", {"recurrent": False}))
+VARIANTS = (
+    ("lstm", "lstm", {}),
+    ("gru", "gru", {}),
+    ("lif", "lif", {}),
+    ("proposed v2", "proposed", {"recurrent": True}),
+    ("proposed v1", "proposed", {"recurrent": False}),
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -28,8 +34,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training_step(arch: str, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor,
-                       y: torch.Tensor, repeats: int) -> float:
+def time_training_step(
+    arch: str, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, repeats: int
+) -> float:
     """Median seconds of one training iteration (after one untimed warm-up)."""
     model = build(arch, cfg, N_IN, N_OUT).to(x.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -48,8 +55,9 @@ def time_training_step(arch: str, cfg: ModelConfig, x: torch.Tensor, mask: torch
     return statistics.median(times)
 
 
-def run_bench(device: str | None = None, hidden: int = 550, batch: int = 32, steps: int = 200,
-              repeats: int = 3) -> list[dict]:
+def run_bench(
+    device: str | None = None, hidden: int = 550, batch: int = 32, steps: int = 200, repeats: int = 3
+) -> list[dict]:
     """Print (and return) frames/s per architecture and its ratio to the LSTM."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(0)
@@ -62,8 +70,10 @@ def run_bench(device: str | None = None, hidden: int = 550, batch: int = 32, ste
         sec = time_training_step(arch, cfg, x, mask, y, repeats)
         rows.append({"model": name, "seconds": sec, "frames_per_s": steps * batch / sec})
     ref = rows[0]["frames_per_s"]
-    print(f"device {dev}, hidden {hidden}, batch {batch}, steps {steps}, median of {repeats} "
-          f"(forward + backward + Adam step)")
+    print(
+        f"device {dev}, hidden {hidden}, batch {batch}, steps {steps}, median of {repeats} "
+        f"(forward + backward + Adam step)"
+    )
     print(f"{'model':<12} {'s/iter':>9} {'frames/s':>10} {'vs lstm':>8}")
     for r in rows:
         r["ratio_to_lstm"] = r["frames_per_s"] / ref

@@ -7,6 +7,7 @@ parsed as YAML scalars.  Shipped defaults reproduce the seed paper's TIMIT setti
 (Ponghiran & Roy 2021): 2 x 550, BN, dropout 0.2, Adam 1e-3, 24 epochs, new-bob, 6-bit
 spikes with dead-zone 3, sigma-delta input encoding, length curriculum.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,9 @@ class ModelConfig:
         for name, bits in (("threshold", self.n_bits), ("input_threshold", self.input_n_bits)):
             v = getattr(self, name)
             if v < 0 or v >= max(2 ** (bits - 1) - 1, 1):
-                raise ConfigError(f"model.{name}={v}: dead zone must be >= 0 and leave at least one level "
-                                  f"below 2^(n_bits-1)-1")
+                raise ConfigError(
+                    f"model.{name}={v}: dead zone must be >= 0 and leave at least one level below 2^(n_bits-1)-1"
+                )
         if not 0.0 <= self.lif_decay_init <= 1.0:
             raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
 
@@ -115,7 +117,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 1
 
-    def check(self) -> "Config":
+    def check(self) -> Config:
         self.model.check()
         self.train.check()
         self.data.check()
@@ -213,8 +215,9 @@ def read_yaml_mapping(path: str | os.PathLike, what: str) -> dict:
     return values
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
-                **section_defaults: dict) -> Config:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (), **section_defaults: dict
+) -> Config:
     """Defaults, then ``section_defaults`` (e.g. ``model={"arch": "lif"}``), then the YAML, then overrides."""
     cfg = Config()
     if section_defaults:

@@ -9,6 +9,7 @@ speaker for ``cmvn: speaker``, itself for ``utt``, as ``conf/features.yaml`` rec
 frames concatenates frames ``t-c .. t+c`` (edge frames replicated, as Kaldi ``splice-feats``);
 it is done per item so memory holds only the unspliced features.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,7 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_vars: bool = False) ->
     mean = stats[0, :-1] / count
     out = np.asarray(feats, dtype=np.float64) - mean
     if norm_vars:
-        var = np.maximum(stats[1, :-1] / count - mean ** 2, VAR_FLOOR)
+        var = np.maximum(stats[1, :-1] / count - mean**2, VAR_FLOOR)
         out /= np.sqrt(var)
     return out.astype(np.float32)
 
@@ -68,8 +69,14 @@ class UtteranceDataset(Dataset):
     features stage's tolerance (smaller differences are padded/truncated).
     """
 
-    def __init__(self, data_dir: str | os.PathLike, level: str | None = None, norm_vars: bool = False,
-                 context: int = 0, lang_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        level: str | None = None,
+        norm_vars: bool = False,
+        context: int = 0,
+        lang_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         if context < 0:
             raise DataError(f"context={context}: must be >= 0 frames")
@@ -84,10 +91,12 @@ class UtteranceDataset(Dataset):
         feats_scp = require_file(self.data_dir / "feats.scp", "features", hint)
         labels_scp = self.data_dir / f"labels_{self.level}.scp"
         if not labels_scp.is_file():
-            have = sorted(p.stem[len("labels_"):] for p in self.data_dir.glob("labels_*.scp"))
-            raise DataError(f"{labels_scp}: no frame labels of level {self.level!r}; this set has "
-                            f"{', '.join(have) or 'no labels'} (labels come from `snnasr features` with "
-                            f"phone_segments, or `snnasr prep kaldi`)")
+            have = sorted(p.stem[len("labels_") :] for p in self.data_dir.glob("labels_*.scp"))
+            raise DataError(
+                f"{labels_scp}: no frame labels of level {self.level!r}; this set has "
+                f"{', '.join(have) or 'no labels'} (labels come from `snnasr features` with "
+                f"phone_segments, or `snnasr prep kaldi`)"
+            )
         labels = dict(read_vec_int_scp(labels_scp))
         stats, utt2key = self._cmvn(state, hint)
         tolerance = int((state.get("options") or {}).get("length_tolerance", DEFAULT_TOLERANCE))
@@ -112,8 +121,10 @@ class UtteranceDataset(Dataset):
                 feats = apply_cmvn(feats, stats[key], norm_vars)
             lab = match_length(utt, labels[utt], len(feats), tolerance, source=f"labels_{self.level}")
             if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
-                raise DataError(f"{utt}: labels_{self.level} has class ids outside 0..{self.num_classes - 1}; "
-                                f"the labels do not belong to {self.lang.dir}")
+                raise DataError(
+                    f"{utt}: labels_{self.level} has class ids outside 0..{self.num_classes - 1}; "
+                    f"the labels do not belong to {self.lang.dir}"
+                )
             self.uttids.append(utt)
             self.lengths.append(len(feats))
             self._feats.append(torch.from_numpy(np.require(feats, np.float32, ["C", "W"])))
@@ -121,8 +132,10 @@ class UtteranceDataset(Dataset):
         if not self.uttids:
             raise DataError(f"{labels_scp}: no utterance of feats.scp has labels; re-run the labelling stage")
         if self.skipped:
-            print(f"snnasr: warning: {self.data_dir}: {self.skipped} utterances without labels_{self.level} "
-                  f"skipped", file=sys.stderr)
+            print(
+                f"snnasr: warning: {self.data_dir}: {self.skipped} utterances without labels_{self.level} skipped",
+                file=sys.stderr,
+            )
         self.dim = self._feats[0].shape[1] * (2 * context + 1)
 
     def _cmvn(self, state: dict, hint: str) -> tuple[dict[str, np.ndarray] | None, dict[str, str]]:

@@ -11,6 +11,7 @@ training level folds into (TIMIT phone48 -> phone48, phone39; Kaldi pdf -> pdf, 
 named; PER is scored at the recipe's score level (``data/lang/labels.yaml``) with the frame
 posteriors' argmax turned into phone sequences by :func:`snnasr.metrics.phone_sequence`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,21 +47,26 @@ def _check_features(data_dir: Path, set_name: str) -> None:
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such set; run snnasr prep and snnasr features for {set_name}")
     if not (data_dir / "feats.scp").is_file():
-        raise DataError(f"{data_dir}/feats.scp: no features for set {set_name}; "
-                        f"run snnasr features --sets {set_name}")
+        raise DataError(f"{data_dir}/feats.scp: no features for set {set_name}; run snnasr features --sets {set_name}")
 
 
 def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: int) -> None:
     """Fail early, in one line, on a set whose labels the model cannot be scored against."""
     if level not in lang.levels:
-        raise DataError(f"{lang.dir}: the model was trained on label level {level!r} but this recipe has "
-                        f"{', '.join(lang.levels)}; evaluate it in the recipe it was trained in")
+        raise DataError(
+            f"{lang.dir}: the model was trained on label level {level!r} but this recipe has "
+            f"{', '.join(lang.levels)}; evaluate it in the recipe it was trained in"
+        )
     if lang.num_classes(level) != n_out:
-        raise DataError(f"{lang.dir}/{level}.txt: {lang.num_classes(level)} classes but the model outputs "
-                        f"{n_out}; mismatched label sets (re-train on this recipe's labels)")
+        raise DataError(
+            f"{lang.dir}/{level}.txt: {lang.num_classes(level)} classes but the model outputs "
+            f"{n_out}; mismatched label sets (re-train on this recipe's labels)"
+        )
     if not (data_dir / f"labels_{level}.scp").is_file():
-        raise DataError(f"{data_dir}/labels_{level}.scp: no {level} labels for set {set_name}; "
-                        f"run snnasr features (with phone_segments) or snnasr prep kaldi for it")
+        raise DataError(
+            f"{data_dir}/labels_{level}.scp: no {level} labels for set {set_name}; "
+            f"run snnasr features (with phone_segments) or snnasr prep kaldi for it"
+        )
 
 
 def level_folds(lang: Lang, level: str) -> dict[str, np.ndarray]:
@@ -81,8 +87,9 @@ def level_folds(lang: Lang, level: str) -> dict[str, np.ndarray]:
     return {lv: folds[lv] for lv in [level] + [lv for lv in lang.levels if lv != level and lv in folds]}
 
 
-def _references(data_dir: Path, train_labels: dict[str, np.ndarray], level: str, target: str,
-                fold: np.ndarray) -> dict[str, np.ndarray]:
+def _references(
+    data_dir: Path, train_labels: dict[str, np.ndarray], level: str, target: str, fold: np.ndarray
+) -> dict[str, np.ndarray]:
     """Reference frames at ``target``: its own label file where present, else the folded training labels.
 
     The set's own labels are preferred because some folds are lossy (Kaldi pdf -> phone is a
@@ -93,6 +100,7 @@ def _references(data_dir: Path, train_labels: dict[str, np.ndarray], level: str,
     if target == level or not scp.is_file():
         return refs
     from snnasr.kaldi.ark import read_vec_int_scp
+
     for uttid, lab in read_vec_int_scp(scp):
         if uttid in refs:
             n = min(len(lab), len(refs[uttid]))
@@ -137,8 +145,9 @@ class ActivationStats:
         self.range_in: list[Any] = [None] * n_layers
         self.range_out: list[Any] = [None] * n_layers
 
-    def update(self, x: torch.Tensor, mask: torch.Tensor, layer_inputs: list[torch.Tensor],
-               layer_outputs: list[torch.Tensor]) -> None:
+    def update(
+        self, x: torch.Tensor, mask: torch.Tensor, layer_inputs: list[torch.Tensor], layer_outputs: list[torch.Tensor]
+    ) -> None:
         self.frames += int(mask.sum())
         self.nnz_features += opsmod.nnz_total(x, mask)
         for i, (inp, out) in enumerate(zip(layer_inputs, layer_outputs)):
@@ -158,8 +167,9 @@ class ActivationStats:
         return {"layers": layers, "overall": sum(self.zeros) / total if total else float("nan")}
 
 
-def count_ops(stats: ActivationStats, specs: list, n_out: int, convention: str = "honest",
-              energy: str = "45nm-fp32") -> dict[str, Any]:
+def count_ops(
+    stats: ActivationStats, specs: list, n_out: int, convention: str = "honest", energy: str = "45nm-fp32"
+) -> dict[str, Any]:
     """Per-frame ops of the model (per layer + readout) and of analytic LSTM/GRU references."""
     frames = stats.frames
     layers = []
@@ -167,13 +177,31 @@ def count_ops(stats: ActivationStats, specs: list, n_out: int, convention: str =
     for i, spec in enumerate(specs):
         in_bin = opsmod.is_binary(stats.range_in[i])
         out_bin = opsmod.is_binary(stats.range_out[i])
-        lo = opsmod.layer_ops(spec.kind, spec.hidden, spec.recurrent, stats.nnz_in[i], stats.nnz_prev[i],
-                              frames, input_binary=in_bin, output_binary=out_bin, convention=convention)
-        layers.append({"layer": i + 1, "kind": spec.kind, "n_in": spec.n_in, "hidden": spec.hidden,
-                       "recurrent": bool(spec.recurrent), "input_binary": in_bin, "output_binary": out_bin,
-                       "nnz_in_per_frame": stats.nnz_in[i] / frames,
-                       "nnz_prev_per_frame": stats.nnz_prev[i] / frames,
-                       **lo.per_frame(frames)})
+        lo = opsmod.layer_ops(
+            spec.kind,
+            spec.hidden,
+            spec.recurrent,
+            stats.nnz_in[i],
+            stats.nnz_prev[i],
+            frames,
+            input_binary=in_bin,
+            output_binary=out_bin,
+            convention=convention,
+        )
+        layers.append(
+            {
+                "layer": i + 1,
+                "kind": spec.kind,
+                "n_in": spec.n_in,
+                "hidden": spec.hidden,
+                "recurrent": bool(spec.recurrent),
+                "input_binary": in_bin,
+                "output_binary": out_bin,
+                "nnz_in_per_frame": stats.nnz_in[i] / frames,
+                "nnz_prev_per_frame": stats.nnz_prev[i] / frames,
+                **lo.per_frame(frames),
+            }
+        )
         mac, ac, total = mac + lo.mac, ac + lo.ac, total + lo.total
     ro_bin = opsmod.is_binary(stats.range_out[-1])
     ro = opsmod.readout_ops(n_out, stats.nnz_out[-1], input_binary=ro_bin)
@@ -183,9 +211,13 @@ def count_ops(stats: ActivationStats, specs: list, n_out: int, convention: str =
     for kind in ("lstm", "gru"):
         ref_layers, ref_ro = opsmod.dense_reference(kind, specs, n_out, stats.nnz_features, frames)
         ref_total = sum(lo.total for lo in ref_layers) + ref_ro.total
-        refs[kind] = {"layers": [lo.per_frame(frames) for lo in ref_layers], "readout": ref_ro.per_frame(frames),
-                      "total_per_frame": ref_total / frames, "mac_per_frame": ref_total / frames,
-                      "energy_pj_per_frame": opsmod.energy_pj(ref_total, 0.0, energy) / frames}
+        refs[kind] = {
+            "layers": [lo.per_frame(frames) for lo in ref_layers],
+            "readout": ref_ro.per_frame(frames),
+            "total_per_frame": ref_total / frames,
+            "mac_per_frame": ref_total / frames,
+            "energy_pj_per_frame": opsmod.energy_pj(ref_total, 0.0, energy) / frames,
+        }
     return {
         "convention": convention,
         "frames": frames,
@@ -211,9 +243,17 @@ def config_key(cfg_dict: dict) -> str:
     return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "test", report_ops: bool = False,
-                   energy: str = "45nm-fp32", device: str | None = None, ops_convention: str = "honest",
-                   smooth_window: int = 1, batch_frames: int = DEFAULT_BATCH_FRAMES) -> dict[str, Any]:
+def run_evaluation(
+    exp: str | Path,
+    recipe_dir: str | Path,
+    set_name: str = "test",
+    report_ops: bool = False,
+    energy: str = "45nm-fp32",
+    device: str | None = None,
+    ops_convention: str = "honest",
+    smooth_window: int = 1,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+) -> dict[str, Any]:
     """Evaluate ``exp`` on ``data/<set_name>``; write and return the results dict.
 
     ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame decisions before
@@ -233,20 +273,27 @@ def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "tes
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
     from snnasr.train import load_model
+
     model, cfg, meta = load_model(exp_dir, device)
     level = meta["level"]
     n_out = int(meta.get("n_out", model.n_out))
     _check_labels(data_dir, set_name, level, lang, n_out)
 
     from snnasr.dataset import UtteranceDataset
-    data = UtteranceDataset(data_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context,
-                            lang_dir=lang.dir)
+
+    data = UtteranceDataset(
+        data_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, lang_dir=lang.dir
+    )
     if data.num_classes != n_out:
-        raise DataError(f"{data_dir}/labels_{level}.scp: {data.num_classes} classes but the model outputs "
-                        f"{n_out}; mismatched label sets")
+        raise DataError(
+            f"{data_dir}/labels_{level}.scp: {data.num_classes} classes but the model outputs "
+            f"{n_out}; mismatched label sets"
+        )
     if data.dim != int(meta["n_in"]):
-        raise DataError(f"{data_dir}/feats.scp: {data.dim}-dim features but the model expects {meta['n_in']}; "
-                        f"compute features with the options used for training")
+        raise DataError(
+            f"{data_dir}/feats.scp: {data.dim}-dim features but the model expects {meta['n_in']}; "
+            f"compute features with the options used for training"
+        )
 
     items = [data[i] for i in range(len(data))]
     if not items:
@@ -274,7 +321,7 @@ def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "tes
             pred = out.logits.argmax(-1).cpu().numpy()
             for b, i in enumerate(idx):
                 uttid, feats, _ = items[i]
-                p = pred[:feats.shape[0], b]
+                p = pred[: feats.shape[0], b]
                 for lv in levels:
                     c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
                     acc[lv][0] += c
@@ -299,10 +346,16 @@ def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "tes
         "frames": stats.frames,
         "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
         "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
-        "per": {"level": score, "per": edits.rate, "substitutions": edits.substitutions,
-                "deletions": edits.deletions, "insertions": edits.insertions, "ref_phones": edits.ref_length,
-                "smooth_window": smooth_window, "silence_dropped": [s for s in lang.silence
-                                                                    if s in lang.index(score)]},
+        "per": {
+            "level": score,
+            "per": edits.rate,
+            "substitutions": edits.substitutions,
+            "deletions": edits.deletions,
+            "insertions": edits.insertions,
+            "ref_phones": edits.ref_length,
+            "smooth_window": smooth_window,
+            "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
+        },
         "zero_frac": stats.zero_fraction(),
         "params": params,
         "params_lstm_ref": lstm_params,
@@ -328,6 +381,7 @@ def run_evaluation(exp: str | Path, recipe_dir: str | Path, set_name: str = "tes
 def _print_summary(results: dict[str, Any]) -> None:
     """Paper-style table: this run beside every other run of the recipe evaluated the same way."""
     from snnasr.report import group_rows, load_results, markdown_table, result_row, table_caption, table_key
+
     siblings = Path(results["exp_dir"]).parent.glob(f"*/eval_{results['set']}/results.json")
     try:
         same = [r for r in load_results(sorted(siblings)) if table_key(r) == table_key(results)]
@@ -339,17 +393,24 @@ def _print_summary(results: dict[str, Any]) -> None:
     if ops:
         for kind in ("lstm", "gru"):
             total = ops[f"{kind}_total_per_frame"]
-            rows.append({"Architecture": f"{kind.upper()} (analytic, same widths)",
-                         "Norm. ops": f"{total / ops['lstm_total_per_frame']:.3f}",
-                         "MACs/frame": f"{total:,.0f}", "ACs/frame": "0",
-                         "Params": f"{results[f'params_{kind}_ref']:,}",
-                         "Energy/frame nJ (est.)": f"{ops[f'{kind}_energy_pj_per_frame'] / 1000:.3g}"})
+            rows.append(
+                {
+                    "Architecture": f"{kind.upper()} (analytic, same widths)",
+                    "Norm. ops": f"{total / ops['lstm_total_per_frame']:.3f}",
+                    "MACs/frame": f"{total:,.0f}",
+                    "ACs/frame": "0",
+                    "Params": f"{results[f'params_{kind}_ref']:,}",
+                    "Energy/frame nJ (est.)": f"{ops[f'{kind}_energy_pj_per_frame'] / 1000:.3g}",
+                }
+            )
     click.echo(table_caption(results) + "\n")
     click.echo(markdown_table(rows))
     per = results["per"]
     acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
-    click.echo(f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
-               f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})")
+    click.echo(
+        f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
+        f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})"
+    )
     zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")
     if ops:

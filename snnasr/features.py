@@ -19,19 +19,21 @@ it defaults to 0 so that features are reproducible; ``--dither 1.0`` restores Ka
 per utterance, so ``--jobs`` does not change the result).  Deltas follow Kaldi ``add-deltas``
 exactly (see :func:`add_deltas`).
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import zlib
-import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import yaml
@@ -56,6 +58,7 @@ YAML_ALIASES = {"type": "ftype"}
 @dataclass
 class FeatureOptions:
     """Everything that changes the feature values; all of it goes into the stage hash."""
+
     ftype: str = "fbank"
     num_bins: int | None = None  # None: 40 for fbank, 23 for MFCC
     num_ceps: int = 13
@@ -73,7 +76,7 @@ class FeatureOptions:
     length_tolerance: int = L.DEFAULT_TOLERANCE  # frames labels may differ from features
 
     @classmethod
-    def load(cls, config_path: str | os.PathLike | None = None, **cli_values: Any) -> "FeatureOptions":
+    def load(cls, config_path: str | os.PathLike | None = None, **cli_values: Any) -> FeatureOptions:
         """Defaults, then the YAML file, then ``cli_values`` that are not None (explicit options win).
 
         YAML keys are the field names (``type`` for ``ftype``; ``-`` may replace ``_``).
@@ -89,8 +92,10 @@ class FeatureOptions:
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(values) - known)
             if unknown:
-                raise ConfigError(f"{path}: unknown feature option {unknown[0]!r}; known: type, "
-                                  + ", ".join(sorted(known - {'ftype'})))
+                raise ConfigError(
+                    f"{path}: unknown feature option {unknown[0]!r}; known: type, "
+                    + ", ".join(sorted(known - {"ftype"}))
+                )
         values.update({k: v for k, v in cli_values.items() if v is not None})
         hints = {f.name: f.type for f in fields(cls)}
         opts = cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
@@ -98,7 +103,7 @@ class FeatureOptions:
             opts.num_bins = DEFAULT_BINS[opts.ftype] if opts.ftype in DEFAULT_BINS else 0
         return opts.check()
 
-    def check(self) -> "FeatureOptions":
+    def check(self) -> FeatureOptions:
         _choice("type", self.ftype, FEATURE_TYPES)
         _choice("cmvn", self.cmvn, CMVN_MODES)
         _choice("window", self.window, WINDOWS)
@@ -109,8 +114,10 @@ class FeatureOptions:
         if self.dither < 0:
             raise ConfigError(f"dither={self.dither}: must be >= 0 (Kaldi uses 1.0, 0 disables it)")
         if self.frame_shift_ms <= 0 or self.frame_length_ms < self.frame_shift_ms:
-            raise ConfigError(f"frame_length_ms={self.frame_length_ms}, frame_shift_ms={self.frame_shift_ms}: "
-                              f"need 0 < shift <= length")
+            raise ConfigError(
+                f"frame_length_ms={self.frame_length_ms}, frame_shift_ms={self.frame_shift_ms}: "
+                f"need 0 < shift <= length"
+            )
         if self.length_tolerance < 0:
             raise ConfigError(f"length_tolerance={self.length_tolerance}: must be >= 0 frames")
         return self
@@ -148,17 +155,27 @@ def _coerce(name: str, value: Any, tp: str) -> Any:
 
 # --- extraction ------------------------------------------------------------------------------
 
+
 def extract(samples: np.ndarray, sample_rate: int, opts: FeatureOptions) -> np.ndarray:
     """fbank/MFCC (+ deltas) of int16-range samples as float32 ``[frames, dim]``."""
     import torch
     from torchaudio.compliance import kaldi
 
     wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
-    common = dict(sample_frequency=float(sample_rate), frame_length=opts.frame_length_ms,
-                  frame_shift=opts.frame_shift_ms, dither=opts.dither,
-                  preemphasis_coefficient=opts.preemphasis, window_type=opts.window,
-                  low_freq=opts.low_freq, high_freq=opts.high_freq, num_mel_bins=opts.num_bins,
-                  snip_edges=True, use_energy=opts.use_energy, energy_floor=0.0)
+    common = dict(
+        sample_frequency=float(sample_rate),
+        frame_length=opts.frame_length_ms,
+        frame_shift=opts.frame_shift_ms,
+        dither=opts.dither,
+        preemphasis_coefficient=opts.preemphasis,
+        window_type=opts.window,
+        low_freq=opts.low_freq,
+        high_freq=opts.high_freq,
+        num_mel_bins=opts.num_bins,
+        snip_edges=True,
+        use_energy=opts.use_energy,
+        energy_floor=0.0,
+    )
     if opts.ftype == "fbank":
         feats = kaldi.fbank(wave, **common)
     else:
@@ -173,7 +190,7 @@ def delta_kernels(order: int = 2, window: int = 2) -> list[np.ndarray]:
     """Kaldi ``DeltaFeatures`` scales: order k is the order-(k-1) kernel convolved with j/sum(j^2)."""
     kernels = [np.ones(1)]
     base = np.arange(-window, window + 1, dtype=np.float64)
-    base /= np.sum(base ** 2)
+    base /= np.sum(base**2)
     for _ in range(order):
         kernels.append(np.convolve(kernels[-1], base))
     return kernels
@@ -198,7 +215,7 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
         acc = np.zeros_like(feats)
         for j, w in enumerate(k):
             start = reach - half + j
-            acc += w * padded[start:start + len(feats)]
+            acc += w * padded[start : start + len(feats)]
         out.append(acc)
     return np.concatenate(out, axis=1)
 
@@ -208,7 +225,7 @@ def cmvn_stats(feats: np.ndarray) -> np.ndarray:
     feats = np.asarray(feats, dtype=np.float64)
     stats = np.zeros((2, feats.shape[1] + 1))
     stats[0, :-1] = feats.sum(axis=0)
-    stats[1, :-1] = (feats ** 2).sum(axis=0)
+    stats[1, :-1] = (feats**2).sum(axis=0)
     stats[0, -1] = len(feats)
     return stats
 
@@ -221,19 +238,23 @@ def _utt_features(task: tuple[str, str, int, FeatureOptions]) -> tuple[str, np.n
     except DataError as e:
         raise DataError(f"{uttid}: {e}") from None
     import torch
+
     # A per-utterance seed makes dithered features independent of --jobs and of run order.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(uttid.encode()))
         try:
             feats = extract(samples, rate, opts)
         except (AssertionError, ValueError, RuntimeError) as e:
-            raise DataError(f"{uttid}: feature extraction failed at {rate} Hz ({e}); check the frequency "
-                            f"options (low_freq, high_freq, num_bins) for this sample rate") from None
+            raise DataError(
+                f"{uttid}: feature extraction failed at {rate} Hz ({e}); check the frequency "
+                f"options (low_freq, high_freq, num_bins) for this sample rate"
+            ) from None
     return uttid, feats
 
 
 def _init_worker() -> None:
     import torch
+
     torch.set_num_threads(1)  # one process per core; intra-op threads would oversubscribe
 
 
@@ -244,8 +265,9 @@ def _compute(tasks: list[tuple[str, str, int, FeatureOptions]], jobs: int) -> It
             yield _utt_features(task)
         return
     # forkserver, not fork: forking a process whose torch already runs threads can deadlock.
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                               mp_context=multiprocessing.get_context("forkserver"))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, initializer=_init_worker, mp_context=multiprocessing.get_context("forkserver")
+    )
     try:
         chunk = max(1, min(32, len(tasks) // (jobs * 4)))
         yield from pool.map(_utt_features, tasks, chunksize=chunk)
@@ -254,6 +276,7 @@ def _compute(tasks: list[tuple[str, str, int, FeatureOptions]], jobs: int) -> It
 
 
 # --- the stage -------------------------------------------------------------------------------
+
 
 def _sha(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
@@ -305,19 +328,29 @@ def _scan_audio(data_dir: Path, wav: dict[str, str], opts: FeatureOptions) -> tu
     win, _ = L.window_samples(rate, opts.frame_length_ms, opts.frame_shift_ms)
     for utt, n in samples.items():
         if n < win:
-            raise DataError(f"{utt}: audio has {n} samples, shorter than one {opts.frame_length_ms:g} ms window "
-                            f"({win} samples at {rate} Hz); remove the utterance from {data_dir}")
+            raise DataError(
+                f"{utt}: audio has {n} samples, shorter than one {opts.frame_length_ms:g} ms window "
+                f"({win} samples at {rate} Hz); remove the utterance from {data_dir}"
+            )
     return paths, rate
 
 
-def _write_features(data_dir: Path, utts: list[str], utt2spk: dict[str, str], paths: dict[str, str],
-                    rate: int, opts: FeatureOptions, jobs: int) -> dict[str, int]:
+def _write_features(
+    data_dir: Path,
+    utts: list[str],
+    utt2spk: dict[str, str],
+    paths: dict[str, str],
+    rate: int,
+    opts: FeatureOptions,
+    jobs: int,
+) -> dict[str, int]:
     """Extract and write feats, utt2num_frames, cmvn and frame_shift; return frames per utt."""
     frames: dict[str, int] = {}
     stats: dict[str, np.ndarray] = {}
     tasks = [(u, paths[u], rate, opts) for u in utts]
-    bar = tqdm(total=len(tasks), desc=f"features {data_dir.name}", unit="utt", file=sys.stderr,
-               disable=not sys.stderr.isatty())
+    bar = tqdm(
+        total=len(tasks), desc=f"features {data_dir.name}", unit="utt", file=sys.stderr, disable=not sys.stderr.isatty()
+    )
 
     def produce() -> Iterator[tuple[str, np.ndarray]]:
         for utt, feats in _compute(tasks, jobs):
@@ -354,8 +387,15 @@ def _load_segments(data_dir: Path, utts: list[str]) -> tuple[Lang, dict[str, lis
     return lang, segs
 
 
-def _write_labels(data_dir: Path, utts: list[str], frames: dict[str, int], rate: int, opts: FeatureOptions,
-                  lang: Lang, segs: dict[str, list[L.Segment]]) -> dict[str, int]:
+def _write_labels(
+    data_dir: Path,
+    utts: list[str],
+    frames: dict[str, int],
+    rate: int,
+    opts: FeatureOptions,
+    lang: Lang,
+    segs: dict[str, list[L.Segment]],
+) -> dict[str, int]:
     """Frame labels of every lang level from phone_segments; return utterances per level."""
     per_utt: dict[str, list[str]] = {}
     missing = [u for u in utts if u not in segs]
@@ -364,14 +404,21 @@ def _write_labels(data_dir: Path, utts: list[str], frames: dict[str, int], rate:
             continue
         covered = L.num_frames(segs[utt][-1][1], rate, opts.frame_length_ms, opts.frame_shift_ms)
         L.check_lengths(utt, covered, frames[utt], opts.length_tolerance, source="phone segments")
-        per_utt[utt] = L.frame_labels_from_segments(segs[utt], frames[utt], rate, uttid=utt,
-                                                    frame_length_ms=opts.frame_length_ms,
-                                                    frame_shift_ms=opts.frame_shift_ms)
+        per_utt[utt] = L.frame_labels_from_segments(
+            segs[utt],
+            frames[utt],
+            rate,
+            uttid=utt,
+            frame_length_ms=opts.frame_length_ms,
+            frame_shift_ms=opts.frame_shift_ms,
+        )
     if not per_utt:
         raise DataError(f"{data_dir}/phone_segments: no utterance of wav.scp has segments; re-run snnasr prep")
     if missing:
-        _warn(f"{data_dir}: {len(missing)} of {len(utts)} utterances have no phone segments (e.g. {missing[0]}); "
-              f"they get no frame labels")
+        _warn(
+            f"{data_dir}: {len(missing)} of {len(utts)} utterances have no phone segments (e.g. {missing[0]}); "
+            f"they get no frame labels"
+        )
     return L.write_label_levels(data_dir, lang, per_utt)
 
 
@@ -392,23 +439,30 @@ def make_features(data_dir: str | os.PathLike, opts: FeatureOptions, jobs: int =
     utts = list(wav)
     has_segments = (data_dir / "phone_segments").is_file()
     lang_dir = data_dir.parent / "lang"
-    inputs = {"wav.scp": _sha(data_dir / "wav.scp"), "utt2spk": _sha(data_dir / "utt2spk"),
-              "phone_segments": _sha(data_dir / "phone_segments"),
-              "lang": _lang_sha(lang_dir) if has_segments else None}
+    inputs = {
+        "wav.scp": _sha(data_dir / "wav.scp"),
+        "utt2spk": _sha(data_dir / "utt2spk"),
+        "phone_segments": _sha(data_dir / "phone_segments"),
+        "lang": _lang_sha(lang_dir) if has_segments else None,
+    }
     state_path = data_dir / STATE_FILE
     state = _read_state(state_path)
     old_inputs = state.get("inputs") or {}
 
-    feats_current = (state.get("hash") == opts.digest()
-                     and all(old_inputs.get(k) == inputs[k] for k in ("wav.scp", "utt2spk"))
-                     and _scp_keys(data_dir / "feats.scp") == utts
-                     and list(_table_or_empty(data_dir / "utt2num_frames")) == utts
-                     and (opts.cmvn == "none" or _scp_keys(data_dir / "cmvn.scp") is not None))
+    feats_current = (
+        state.get("hash") == opts.digest()
+        and all(old_inputs.get(k) == inputs[k] for k in ("wav.scp", "utt2spk"))
+        and _scp_keys(data_dir / "feats.scp") == utts
+        and list(_table_or_empty(data_dir / "utt2num_frames")) == utts
+        and (opts.cmvn == "none" or _scp_keys(data_dir / "cmvn.scp") is not None)
+    )
     levels = state.get("label_levels") or []
     labelled = state.get("labelled", 0)
-    labels_current = (feats_current
-                      and all(old_inputs.get(k) == inputs[k] for k in ("phone_segments", "lang"))
-                      and all(len(_scp_keys(data_dir / f"labels_{lv}.scp") or []) == labelled for lv in levels))
+    labels_current = (
+        feats_current
+        and all(old_inputs.get(k) == inputs[k] for k in ("phone_segments", "lang"))
+        and all(len(_scp_keys(data_dir / f"labels_{lv}.scp") or []) == labelled for lv in levels)
+    )
     if labels_current:
         print(f"{data_dir}: features up to date ({STATE_FILE} matches); skipping", file=sys.stderr)
         return {"utterances": len(utts), "frames": state["frames"], "dim": state["dim"], "labelled": labelled}
@@ -426,11 +480,19 @@ def make_features(data_dir: str | os.PathLike, opts: FeatureOptions, jobs: int =
 
     labelled = next(iter(label_counts.values()), 0)
     new_state = {
-        "type": opts.ftype, "dim": opts.dim, "cmvn": opts.cmvn, "sample_rate": rate,
-        "frame_shift": opts.frame_shift_ms / 1000, "frame_length": opts.frame_length_ms / 1000,
-        "utterances": len(utts), "frames": int(sum(frames.values())),
-        "label_levels": list(label_counts), "labelled": labelled,
-        "options": asdict(opts), "hash": opts.digest(), "inputs": inputs,
+        "type": opts.ftype,
+        "dim": opts.dim,
+        "cmvn": opts.cmvn,
+        "sample_rate": rate,
+        "frame_shift": opts.frame_shift_ms / 1000,
+        "frame_length": opts.frame_length_ms / 1000,
+        "utterances": len(utts),
+        "frames": int(sum(frames.values())),
+        "label_levels": list(label_counts),
+        "labelled": labelled,
+        "options": asdict(opts),
+        "hash": opts.digest(),
+        "inputs": inputs,
     }
     write_text(state_path, yaml.safe_dump(new_state, sort_keys=False))
     return {"utterances": len(utts), "frames": new_state["frames"], "dim": opts.dim, "labelled": labelled}

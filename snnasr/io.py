@@ -5,13 +5,15 @@ file that a later stage would trust: the data goes to a temporary file beside th
 and is renamed over it only once complete.  User mistakes raise :class:`SnnasrError`
 subclasses, which the CLI turns into one line and a non-zero exit code.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 class SnnasrError(Exception):

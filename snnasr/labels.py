@@ -14,11 +14,12 @@ Outputs, per level L of ``data/lang``: ``data/<set>/labels_L.scp`` + ``.ark`` (i
 utterance).  :func:`match_length` is the one place that decides how far a label sequence may
 disagree with the feature frame count (Kaldi alignments use it too).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,8 +38,7 @@ def window_samples(sample_rate: int, frame_length_ms: float = 25.0, frame_shift_
     return int(sample_rate * frame_length_ms * 0.001), int(sample_rate * frame_shift_ms * 0.001)
 
 
-def num_frames(num_samples: int, sample_rate: int, frame_length_ms: float = 25.0,
-               frame_shift_ms: float = 10.0) -> int:
+def num_frames(num_samples: int, sample_rate: int, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0) -> int:
     """Kaldi frame count with snip_edges=true; 0 when the audio is shorter than one window."""
     win, shift = window_samples(sample_rate, frame_length_ms, frame_shift_ms)
     if num_samples < win:
@@ -65,8 +65,9 @@ def validate_segments(uttid: str, segments: Sequence[Segment], symbols: Iterable
         if prev_end is not None and start < prev_end:
             raise DataError(f"{where}: overlaps the previous segment (ends at {prev_end}); fix phone_segments")
         if prev_end is not None and start > prev_end:
-            raise DataError(f"{where}: gap after the previous segment (ends at {prev_end}); segments must be "
-                            f"contiguous")
+            raise DataError(
+                f"{where}: gap after the previous segment (ends at {prev_end}); segments must be contiguous"
+            )
         if known is not None and sym not in known:
             raise DataError(f"{where}: unknown symbol {sym!r}; it is not in the lang's segment level")
         prev_end = end
@@ -96,10 +97,16 @@ def merge_symbols(uttid: str, segments: Sequence[Segment], merged: Iterable[str]
     return [(s, e, sym) for s, e, sym in out]
 
 
-def frame_labels_from_segments(segments: Sequence[Segment], n_frames: int, sample_rate: int, *,
-                               uttid: str = "utterance", frame_length_ms: float = 25.0,
-                               frame_shift_ms: float = 10.0,
-                               merged: Iterable[str] = MERGED_SYMBOLS) -> list[str]:
+def frame_labels_from_segments(
+    segments: Sequence[Segment],
+    n_frames: int,
+    sample_rate: int,
+    *,
+    uttid: str = "utterance",
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    merged: Iterable[str] = MERGED_SYMBOLS,
+) -> list[str]:
     """Segment-level symbol of each of ``n_frames`` frames by the centre-of-frame rule.
 
     Segments are validated and ``merged`` symbols folded into neighbours first.  Centres
@@ -115,16 +122,20 @@ def frame_labels_from_segments(segments: Sequence[Segment], n_frames: int, sampl
     return [segs[i][2] for i in idx]
 
 
-def check_lengths(uttid: str, n_labels: int, n_frames: int, tolerance: int = DEFAULT_TOLERANCE,
-                  source: str = "labels") -> None:
+def check_lengths(
+    uttid: str, n_labels: int, n_frames: int, tolerance: int = DEFAULT_TOLERANCE, source: str = "labels"
+) -> None:
     """Raise DataError naming ``uttid`` when label and feature frame counts differ by > tolerance."""
     if abs(n_labels - n_frames) > tolerance:
-        raise DataError(f"{uttid}: {source} cover {n_labels} frames but the features have {n_frames} "
-                        f"(tolerance {tolerance}); the {source} do not belong to this audio or framing")
+        raise DataError(
+            f"{uttid}: {source} cover {n_labels} frames but the features have {n_frames} "
+            f"(tolerance {tolerance}); the {source} do not belong to this audio or framing"
+        )
 
 
-def match_length(uttid: str, labels: np.ndarray, n_frames: int, tolerance: int = DEFAULT_TOLERANCE,
-                 source: str = "labels") -> np.ndarray:
+def match_length(
+    uttid: str, labels: np.ndarray, n_frames: int, tolerance: int = DEFAULT_TOLERANCE, source: str = "labels"
+) -> np.ndarray:
     """Check with :func:`check_lengths`, then truncate or pad by repeating the last label."""
     labels = np.asarray(labels)
     check_lengths(uttid, len(labels), n_frames, tolerance, source)
@@ -136,8 +147,9 @@ def match_length(uttid: str, labels: np.ndarray, n_frames: int, tolerance: int =
 def level_maps(lang: Lang) -> dict[str, dict[str, int]]:
     """For each level, segment-level symbol -> class id of that level (``-`` symbols absent)."""
     if not lang.segment_level:
-        raise DataError(f"{lang.dir}/labels.yaml: no segment_level; cannot turn phone_segments into labels "
-                        f"(re-run snnasr prep)")
+        raise DataError(
+            f"{lang.dir}/labels.yaml: no segment_level; cannot turn phone_segments into labels (re-run snnasr prep)"
+        )
     out = {}
     for level in lang.levels:
         sym_map = lang.symbol_map(lang.segment_level, level)
@@ -151,20 +163,23 @@ def symbols_to_ids(uttid: str, symbols: Sequence[str], ids: Mapping[str, int], l
     try:
         return np.fromiter((ids[s] for s in symbols), dtype=np.int32, count=len(symbols))
     except KeyError as e:
-        raise DataError(f"{uttid}: symbol {e.args[0]!r} has no label at level {level}; check the lang's "
-                        f"map files") from None
+        raise DataError(
+            f"{uttid}: symbol {e.args[0]!r} has no label at level {level}; check the lang's map files"
+        ) from None
 
 
 def write_labels(data_dir: str | os.PathLike, level: str, items: Mapping[str, np.ndarray]) -> int:
     """Write ``labels_<level>.ark/.scp`` (sorted by uttid); return the count."""
     data_dir = Path(data_dir)
     keys = sorted(items, key=lambda k: k.encode("utf-8"))
-    return write_vec_int_ark_scp(((k, items[k]) for k in keys), data_dir / f"labels_{level}.ark",
-                                 data_dir / f"labels_{level}.scp")
+    return write_vec_int_ark_scp(
+        ((k, items[k]) for k in keys), data_dir / f"labels_{level}.ark", data_dir / f"labels_{level}.scp"
+    )
 
 
-def write_label_levels(data_dir: str | os.PathLike, lang: Lang,
-                       per_utt_symbols: Mapping[str, Sequence[str]]) -> dict[str, int]:
+def write_label_levels(
+    data_dir: str | os.PathLike, lang: Lang, per_utt_symbols: Mapping[str, Sequence[str]]
+) -> dict[str, int]:
     """Write frame labels of every lang level from segment-level symbols per utterance."""
     counts = {}
     for level, ids in level_maps(lang).items():

@@ -15,6 +15,7 @@ A recipe may carry several label levels for the same frames (TIMIT: ``phone61``,
 
 Frame labels of level L for set S live in ``data/S/labels_L.scp`` (+ ``.ark``).
 """
+
 from __future__ import annotations
 
 import os
@@ -69,9 +70,15 @@ class Lang:
         return {idx[s] for s in self.silence if s in idx}
 
 
-def write_lang(lang_dir: str | os.PathLike, levels: dict[str, list[str]], default: str, score: str,
-               silence: list[str], maps: dict[tuple[str, str], dict[str, str]] | None = None,
-               segment_level: str | None = None) -> Path:
+def write_lang(
+    lang_dir: str | os.PathLike,
+    levels: dict[str, list[str]],
+    default: str,
+    score: str,
+    silence: list[str],
+    maps: dict[tuple[str, str], dict[str, str]] | None = None,
+    segment_level: str | None = None,
+) -> Path:
     """Write ``data/lang`` (symbol tables, maps, then labels.yaml last)."""
     lang_dir = Path(lang_dir)
     lang_dir.mkdir(parents=True, exist_ok=True)
@@ -116,5 +123,12 @@ def load_lang(lang_dir: str | os.PathLike) -> Lang:
             for dst in levels:
                 if path.name == f"map_{src}_{dst}.txt":
                     maps[(src, dst)] = dict(line.split()[:2] for line in path.read_text().splitlines() if line.strip())
-    return Lang(dir=lang_dir, levels=levels, default=meta["default"], score=meta["score"],
-                silence=list(meta.get("silence", [])), segment_level=meta.get("segment_level"), maps=maps)
+    return Lang(
+        dir=lang_dir,
+        levels=levels,
+        default=meta["default"],
+        score=meta["score"],
+        silence=list(meta.get("silence", [])),
+        segment_level=meta.get("segment_level"),
+        maps=maps,
+    )

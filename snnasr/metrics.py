@@ -10,11 +10,12 @@ dropped after collapsing, so ``a sil a`` stays two phones, as Kaldi scores it.
 
 Arrays are 1-D int sequences of class ids; ``-1`` means "no label" and is never scored.
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -22,6 +23,7 @@ import numpy as np
 @dataclass
 class EditCounts:
     """Levenshtein alignment counts of hypothesis against reference (unit costs)."""
+
     substitutions: int = 0
     deletions: int = 0
     insertions: int = 0
@@ -36,9 +38,13 @@ class EditCounts:
         """(S + D + I) / N; NaN when the reference is empty (nothing to score)."""
         return self.errors / self.ref_length if self.ref_length else float("nan")
 
-    def __add__(self, other: "EditCounts") -> "EditCounts":
-        return EditCounts(self.substitutions + other.substitutions, self.deletions + other.deletions,
-                          self.insertions + other.insertions, self.ref_length + other.ref_length)
+    def __add__(self, other: EditCounts) -> EditCounts:
+        return EditCounts(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.ref_length + other.ref_length,
+        )
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> EditCounts:
@@ -103,15 +109,16 @@ def smooth_labels(ids: np.ndarray, window: int) -> np.ndarray:
     half = window // 2
     out = ids.copy()
     for t in range(len(ids)):
-        votes = Counter(ids[max(0, t - half):t + half + 1].tolist())
+        votes = Counter(ids[max(0, t - half) : t + half + 1].tolist())
         best, count = votes.most_common(1)[0]
         if count > votes[int(ids[t])]:
             out[t] = best
     return out
 
 
-def phone_sequence(frame_ids: np.ndarray, fold: np.ndarray | None, silence: set[int],
-                   smooth_window: int = 1) -> list[int]:
+def phone_sequence(
+    frame_ids: np.ndarray, fold: np.ndarray | None, silence: set[int], smooth_window: int = 1
+) -> list[int]:
     """Frame class ids -> score-level phone sequence (see module docstring for the order).
 
     ``fold`` maps training-level ids to score-level ids (-1 = no label); ``None`` when the ids

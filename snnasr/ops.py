@@ -25,10 +25,12 @@ as k ACs is not done).  The dense recurrent products of LSTM/GRU and all element
 updates count as MACs.  Sums over frames are linear in the nnz, so every function here takes
 *totals* over the valid frames and the frame count, and per-frame figures are total / frames.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 
@@ -43,9 +45,11 @@ ENERGY_PRESETS: dict[str, dict[str, float]] = {
     "45nm-fp16": {"mac_pj": 1.5, "ac_pj": 0.4},
     "45nm-int8": {"mac_pj": 0.23, "ac_pj": 0.03},
 }
-ENERGY_NOTE = ("estimate: arithmetic only (Horowitz ISSCC 2014, 45 nm), memory access excluded")
-MAC_AC_NOTE = ("AC = synaptic event with binary input ({0, c}); multi-bit spikes, dense inputs, "
-               "LSTM/GRU recurrent products and element-wise updates count as MAC")
+ENERGY_NOTE = "estimate: arithmetic only (Horowitz ISSCC 2014, 45 nm), memory access excluded"
+MAC_AC_NOTE = (
+    "AC = synaptic event with binary input ({0, c}); multi-bit spikes, dense inputs, "
+    "LSTM/GRU recurrent products and element-wise updates count as MAC"
+)
 
 # Element-wise cost per neuron and frame (state updates, gates), as in the seed's counters.
 ELEMENTWISE = {"lstm": 12, "gru": 12, "lif": 6, "proposed": 8}
@@ -63,9 +67,10 @@ class LayerSpecLike(Protocol):
 @dataclass
 class LayerOps:
     """Operation totals of one layer over ``frames`` valid frames (divide for per frame)."""
-    synaptic: float      # input-weight events
-    recurrent: float     # recurrent-weight events (dense for LSTM/GRU, sparse for proposed v2)
-    elementwise: float   # per-neuron state updates
+
+    synaptic: float  # input-weight events
+    recurrent: float  # recurrent-weight events (dense for LSTM/GRU, sparse for proposed v2)
+    elementwise: float  # per-neuron state updates
     mac: float
     ac: float
 
@@ -85,9 +90,17 @@ def check_convention(convention: str) -> str:
     return convention
 
 
-def layer_ops(kind: str, hidden: int, recurrent: bool, nnz_in: float, nnz_prev: float, frames: int,
-              input_binary: bool = False, output_binary: bool = False,
-              convention: str = "honest") -> LayerOps:
+def layer_ops(
+    kind: str,
+    hidden: int,
+    recurrent: bool,
+    nnz_in: float,
+    nnz_prev: float,
+    frames: int,
+    input_binary: bool = False,
+    output_binary: bool = False,
+    convention: str = "honest",
+) -> LayerOps:
     """Ops of one hidden layer from nnz totals over ``frames`` valid frames.
 
     ``input_binary`` / ``output_binary`` say whether the layer's input / own output took only
@@ -109,7 +122,7 @@ def layer_ops(kind: str, hidden: int, recurrent: bool, nnz_in: float, nnz_prev: 
     else:
         rec = 0.0
     elementwise = ELEMENTWISE[kind] * h * frames
-    ac = (synaptic if input_binary else 0.0)
+    ac = synaptic if input_binary else 0.0
     if kind == "proposed" and convention == "official" and input_binary:
         ac += rec
     elif rec_sparse and output_binary:
@@ -124,8 +137,9 @@ def readout_ops(n_out: int, nnz_in: float, input_binary: bool = False) -> LayerO
     return LayerOps(syn, 0.0, 0.0, 0.0 if input_binary else syn, syn if input_binary else 0.0)
 
 
-def dense_reference(kind: str, specs: Sequence[LayerSpecLike], n_out: int, nnz_features: float,
-                    frames: int) -> tuple[list[LayerOps], LayerOps]:
+def dense_reference(
+    kind: str, specs: Sequence[LayerSpecLike], n_out: int, nnz_features: float, frames: int
+) -> tuple[list[LayerOps], LayerOps]:
     """An LSTM or GRU of the same widths on the same frames, counted analytically.
 
     Its first layer sees the real feature non-zeros (``nnz_features`` total); hidden layers
@@ -155,6 +169,7 @@ def energy_pj(mac: float, ac: float, preset: str) -> float:
 
 
 # ---- activation statistics over valid frames ([T, B, F] tensors, mask [T, B]) ----
+
 
 def nnz_total(x: torch.Tensor, mask: torch.Tensor) -> int:
     """Non-zero entries of ``x`` summed over valid frames (padding never counts)."""

@@ -10,6 +10,7 @@ per (set, training label level, score level, ops convention, energy preset); eac
 with a line naming them.  Within a table, runs of the same architecture whose configs differ
 only in the seed (same ``config_key``) are one row with mean +- sd (sample sd) over the seeds.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,15 +19,26 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import click
 
 from snnasr.io import DataError, atomic_write, write_text
 
-COLUMNS = ["Architecture", "Runs", "Frame acc. %", "PER %", "Zeros %", "Norm. ops", "Params",
-           "MACs/frame", "ACs/frame", "Energy/frame nJ (est.)"]
+COLUMNS = [
+    "Architecture",
+    "Runs",
+    "Frame acc. %",
+    "PER %",
+    "Zeros %",
+    "Norm. ops",
+    "Params",
+    "MACs/frame",
+    "ACs/frame",
+    "Energy/frame nJ (est.)",
+]
 ARCH_ORDER = ["lstm", "gru", "lif", "proposed"]
 
 # Column -> (value from one results dict, format of one number).
@@ -64,8 +76,10 @@ def _fmt(values: list[float | None], fmt: str) -> str:
 
 def result_row(*results: dict, label: str | None = None) -> dict[str, str]:
     """Table cells for one run, or mean ± sd over several runs of one configuration."""
-    row = {"Architecture": label or results[0].get("arch_label", results[0].get("arch", "?")),
-           "Runs": str(len(results))}
+    row = {
+        "Architecture": label or results[0].get("arch_label", results[0].get("arch", "?")),
+        "Runs": str(len(results)),
+    }
     for col, (get, fmt) in _METRICS.items():
         row[col] = _fmt([get(r) for r in results], fmt)
     return row
@@ -81,20 +95,29 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 def table_key(r: dict) -> tuple[str, str, str, str, str]:
     ops = r.get("ops", {})
-    return (str(r.get("set")), str(r.get("label_level")), str(r.get("score_level")),
-            str(ops.get("convention", "—")), str(ops.get("energy_preset", "—")))
+    return (
+        str(r.get("set")),
+        str(r.get("label_level")),
+        str(r.get("score_level")),
+        str(ops.get("convention", "—")),
+        str(ops.get("energy_preset", "—")),
+    )
 
 
 def table_caption(r: dict) -> str:
     """The line that says which frames, labels and counting rules a table's numbers use."""
     set_name, level, score, convention, energy = table_key(r)
-    text = (f"Set `{set_name}`; trained on `{level}` labels; frame accuracy and PER on `{score}` "
-            f"(silence dropped, repeats collapsed).")
+    text = (
+        f"Set `{set_name}`; trained on `{level}` labels; frame accuracy and PER on `{score}` "
+        f"(silence dropped, repeats collapsed)."
+    )
     if convention != "—":
-        text += (f" Ops per frame counted from this set's activations, padded frames excluded, "
-                 f"{convention} convention, normalised to an LSTM of the same widths; "
-                 f"{r['ops'].get('mac_ac_rule', '')}. Energy: {energy}, "
-                 f"{r['ops'].get('energy_note', 'estimate')}.")
+        text += (
+            f" Ops per frame counted from this set's activations, padded frames excluded, "
+            f"{convention} convention, normalised to an LSTM of the same widths; "
+            f"{r['ops'].get('mac_ac_rule', '')}. Energy: {energy}, "
+            f"{r['ops'].get('energy_note', 'estimate')}."
+        )
     else:
         text += " No op counts (run `snnasr eval --report-ops`)."
     return text
@@ -169,33 +192,90 @@ def render_markdown(results: list[dict], plots: list[str]) -> str:
         tables[table_key(r)].append(r)
     parts = ["# snnasr results", ""]
     if len(tables) > 1:
-        parts += ["Results use different sets, label levels or counting rules: one table each; "
-                  "numbers are comparable only within a table.", ""]
+        parts += [
+            "Results use different sets, label levels or counting rules: one table each; "
+            "numbers are comparable only within a table.",
+            "",
+        ]
     for key in sorted(tables):
         rs = tables[key]
-        parts += [table_caption(rs[0]), "", markdown_table([result_row(*runs, label=label)
-                                                           for label, runs in group_rows(rs)]), ""]
-    parts += ["Runs: " + ", ".join(sorted({f"`{r['run']}`" for r in results})) + ". Several runs in a row: "
-              "mean ± sample sd over seeds (configs otherwise identical).", ""]
+        parts += [
+            table_caption(rs[0]),
+            "",
+            markdown_table([result_row(*runs, label=label) for label, runs in group_rows(rs)]),
+            "",
+        ]
+    parts += [
+        "Runs: " + ", ".join(sorted({f"`{r['run']}`" for r in results})) + ". Several runs in a row: "
+        "mean ± sample sd over seeds (configs otherwise identical).",
+        "",
+    ]
     parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(parts) + "\n"
 
 
 def render_csv(results: list[dict]) -> str:
-    fields = ["run", "arch", "arch_label", "set", "label_level", "score_level", "seed", "config_key", "frames",
-              "frame_accuracy", "per", "substitutions", "deletions", "insertions", "ref_phones", "zero_frac",
-              "zero_frac_layers", "params", "mac_per_frame", "ac_per_frame", "total_per_frame",
-              "normalised_vs_lstm", "energy_pj_per_frame", "ops_convention", "energy_preset"]
+    fields = [
+        "run",
+        "arch",
+        "arch_label",
+        "set",
+        "label_level",
+        "score_level",
+        "seed",
+        "config_key",
+        "frames",
+        "frame_accuracy",
+        "per",
+        "substitutions",
+        "deletions",
+        "insertions",
+        "ref_phones",
+        "zero_frac",
+        "zero_frac_layers",
+        "params",
+        "mac_per_frame",
+        "ac_per_frame",
+        "total_per_frame",
+        "normalised_vs_lstm",
+        "energy_pj_per_frame",
+        "ops_convention",
+        "energy_preset",
+    ]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in results:
         per, ops, zf = r.get("per", {}), r.get("ops", {}), r.get("zero_frac", {})
-        row = {k: r.get(k, "") for k in ("run", "arch", "arch_label", "set", "label_level", "score_level", "seed",
-                                         "config_key", "frames", "frame_accuracy", "params")}
+        row = {
+            k: r.get(k, "")
+            for k in (
+                "run",
+                "arch",
+                "arch_label",
+                "set",
+                "label_level",
+                "score_level",
+                "seed",
+                "config_key",
+                "frames",
+                "frame_accuracy",
+                "params",
+            )
+        }
         row.update({k: per.get(k, "") for k in ("per", "substitutions", "deletions", "insertions", "ref_phones")})
-        row.update({k: ops.get(k, "") for k in ("mac_per_frame", "ac_per_frame", "total_per_frame",
-                                                "normalised_vs_lstm", "energy_pj_per_frame")})
+        row.update(
+            {
+                k: ops.get(k, "")
+                for k in (
+                    "mac_per_frame",
+                    "ac_per_frame",
+                    "total_per_frame",
+                    "normalised_vs_lstm",
+                    "energy_pj_per_frame",
+                )
+            }
+        )
         row["zero_frac"] = zf.get("overall", "")
         row["zero_frac_layers"] = ";".join(f"{v:.6g}" for v in zf.get("layers", []))
         row["ops_convention"] = ops.get("convention", "")
@@ -223,6 +303,7 @@ def read_curves(run_dir: Path) -> list[tuple[int, float]]:
 def _save(fig: Any, ax: Any, title: str, path: Path) -> Path:
     """Title, write atomically, and free the figure (pyplot keeps every open figure alive)."""
     import matplotlib.pyplot as plt
+
     ax.set_title(title)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
@@ -237,11 +318,19 @@ def _no_data(ax: Any, text: str) -> None:
 
 def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {a: f"C{i}" for i, a in enumerate(sorted({str(r.get('arch_label', r['arch'])) for r in results},
-                                                       key=lambda a: (a.split()[0] not in ARCH_ORDER, a)))}
+    colors = {
+        a: f"C{i}"
+        for i, a in enumerate(
+            sorted(
+                {str(r.get("arch_label", r["arch"])) for r in results},
+                key=lambda a: (a.split()[0] not in ARCH_ORDER, a),
+            )
+        )
+    }
     paths = []
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -250,8 +339,13 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         for r in pts:
             label = str(r.get("arch_label", r["arch"]))
             ax.scatter(r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"], color=colors[label], label=label)
-            ax.annotate(f"{r['run']} ({r['set']})", (r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"]),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                f"{r['run']} ({r['set']})",
+                (r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
         ax.legend(uniq.values(), uniq.keys(), fontsize=8)
@@ -301,8 +395,11 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
-def build_report(recipe_dir: str | os.PathLike, runs: Iterable[str | os.PathLike] | None = None,
-                 out_dir: str | os.PathLike | None = None) -> Path:
+def build_report(
+    recipe_dir: str | os.PathLike,
+    runs: Iterable[str | os.PathLike] | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> Path:
     """Write report.md, report.csv and the plots; return the report.md path.
 
     ``runs``: exp/<run> dirs, eval_<set> dirs or results.json files (default: every

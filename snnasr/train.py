@@ -27,6 +27,7 @@ the next minibatch (same batches, same RNG state), so interrupting does not chan
 either.  A second Ctrl-C aborts at once (a checkpoint is still written, but the step it cut
 may be half-done).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +40,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 import numpy as np
@@ -59,6 +61,7 @@ CHECKPOINT_RE = re.compile(r"^epoch(\d+)(\.interrupted)?\.pt$")
 def _build(arch: str, model_cfg: Any, n_in: int, n_out: int) -> torch.nn.Module:
     # Imported late: the CLI must start without loading every model.
     from snnasr.models import build
+
     return build(arch, model_cfg, n_in, n_out)
 
 
@@ -109,6 +112,7 @@ def zero_counts(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> torch.
 @dataclass
 class Totals:
     """Running sums of one pass over minibatches, kept on the device to avoid syncs."""
+
     loss: torch.Tensor
     correct: torch.Tensor
     zeros: torch.Tensor | None = None
@@ -116,12 +120,14 @@ class Totals:
     frames: int = 0
 
     @classmethod
-    def new(cls, device: torch.device) -> "Totals":
-        return cls(torch.zeros((), dtype=torch.float64, device=device),
-                   torch.zeros((), dtype=torch.long, device=device))
+    def new(cls, device: torch.device) -> Totals:
+        return cls(
+            torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.long, device=device)
+        )
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, zeros: torch.Tensor, widths: list[int],
-            frames: int) -> None:
+    def add(
+        self, loss: torch.Tensor, correct: torch.Tensor, zeros: torch.Tensor, widths: list[int], frames: int
+    ) -> None:
         self.loss += loss.detach().double()
         self.correct += correct
         self.zeros = zeros if self.zeros is None else self.zeros + zeros
@@ -132,15 +138,23 @@ class Totals:
         """Loss per frame, frame accuracy (fraction) and % exact zeros per hidden layer (syncs)."""
         n = max(self.frames, 1)
         zeros = self.zeros.tolist() if self.zeros is not None else []
-        return {"loss": self.loss.item() / n, "acc": self.correct.item() / n,
-                "zero_pct": [100.0 * z / (n * w) for z, w in zip(zeros, self.widths)]}
+        return {
+            "loss": self.loss.item() / n,
+            "acc": self.correct.item() / n,
+            "zero_pct": [100.0 * z / (n * w) for z, w in zip(zeros, self.widths)],
+        }
 
     def state(self) -> dict:
-        return {"loss": self.loss.item(), "correct": self.correct.item(), "frames": self.frames,
-                "zeros": None if self.zeros is None else self.zeros.tolist(), "widths": self.widths}
+        return {
+            "loss": self.loss.item(),
+            "correct": self.correct.item(),
+            "frames": self.frames,
+            "zeros": None if self.zeros is None else self.zeros.tolist(),
+            "widths": self.widths,
+        }
 
     @classmethod
-    def from_state(cls, state: dict, device: torch.device) -> "Totals":
+    def from_state(cls, state: dict, device: torch.device) -> Totals:
         t = cls.new(device)
         t.loss.fill_(state["loss"])
         t.correct.fill_(state["correct"])
@@ -159,8 +173,7 @@ def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed):
     return loss, correct, zero_counts(out.layer_outputs, mask), widths
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed,
-                grad_clip: float):
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed, grad_clip: float):
     """One optimiser step on the per-frame mean loss; returns the sums for :class:`Totals`."""
     loss, correct, zeros, widths = _forward_stats(model, batch, data)
     opt.zero_grad(set_to_none=True)
@@ -172,8 +185,9 @@ def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[Batch], data: Packed,
-             check: Callable[[], None] | None = None) -> dict:
+def evaluate(
+    model: torch.nn.Module, batches: list[Batch], data: Packed, check: Callable[[], None] | None = None
+) -> dict:
     """Loss, frame accuracy and % zeros per layer of ``model`` in eval mode over ``batches``."""
     was_training = model.training
     model.eval()
@@ -236,8 +250,7 @@ def check_exp_dir(exp_dir: Path, resume: bool) -> Path | None:
     if resume and not found:
         raise DataError(f"{exp_dir}: no checkpoint to resume from; run without --resume")
     if not resume and found:
-        raise DataError(f"{exp_dir}: already has checkpoints; pass --resume to continue it or choose "
-                        f"another --exp")
+        raise DataError(f"{exp_dir}: already has checkpoints; pass --resume to continue it or choose another --exp")
     return found[-1] if resume else None
 
 
@@ -260,6 +273,7 @@ class _Log:
 
 class _Stop:
     """Set by the first Ctrl-C; the training loop stops at the next step boundary."""
+
     requested = False
 
     def check(self) -> None:
@@ -278,8 +292,7 @@ def _deferred_sigint() -> Iterator[_Stop]:
         if stop.requested:
             raise KeyboardInterrupt
         stop.requested = True
-        click.echo("\ninterrupt: finishing this step, then writing a checkpoint (Ctrl-C again aborts now)",
-                   err=True)
+        click.echo("\ninterrupt: finishing this step, then writing a checkpoint (Ctrl-C again aborts now)", err=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -310,8 +323,14 @@ def _items(dataset) -> Iterator:
         yield dataset[i]
 
 
-def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: bool = False,
-        device: str | torch.device | None = None) -> list[dict]:
+def fit(
+    cfg: Config,
+    train_data,
+    dev_data,
+    exp_dir: str | os.PathLike,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+) -> list[dict]:
     """Train ``cfg.model`` on ``train_data``, select on ``dev_data``; return all epochs' metrics.
 
     ``train_data``/``dev_data`` are :class:`snnasr.dataset.UtteranceDataset`-like (``len``,
@@ -334,17 +353,23 @@ def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: b
     dev = resolve_device(device)
     n_in, n_out = train_data.dim, train_data.num_classes
     if (dev_data.dim, dev_data.num_classes) != (n_in, n_out):
-        raise DataError(f"dev set has {dev_data.dim}-dim features and {dev_data.num_classes} classes but the "
-                        f"training set {n_in} and {n_out}; make both with the same snnasr features settings")
+        raise DataError(
+            f"dev set has {dev_data.dim}-dim features and {dev_data.num_classes} classes but the "
+            f"training set {n_in} and {n_out}; make both with the same snnasr features settings"
+        )
     ckpt = torch.load(last, map_location="cpu", weights_only=False) if last is not None else None
     if ckpt is not None:
         if (ckpt["n_in"], ckpt["n_out"]) != (n_in, n_out):
-            raise DataError(f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
-                            f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp")
+            raise DataError(
+                f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
+                f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp"
+            )
         diff = _differences(_comparable(ckpt["config"]), _comparable(asdict(cfg)))
         if diff:
-            raise ConfigError(f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
-                              f"pass the same --config/overrides (only train.epochs may change)")
+            raise ConfigError(
+                f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
+                f"pass the same --config/overrides (only train.epochs may change)"
+            )
 
     train = pack(_items(train_data), n_out).to(dev)
     devset = pack(_items(dev_data), n_out).to(dev)
@@ -359,8 +384,10 @@ def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: b
     _seed_everything(cfg.seed)
     model = _build(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    log(f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
-        f"train {len(train.lengths)} utts / {train.num_frames} frames, dev {len(devset.lengths)} utts")
+    log(
+        f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
+        f"train {len(train.lengths)} utts / {train.num_frames} frames, dev {len(devset.lengths)} utts"
+    )
     rows = parameter_counts(model)
     for name, kind, n in rows:
         log(f"  {name:<40} {kind:<20} {n:>12,}")
@@ -385,10 +412,24 @@ def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: b
         return metrics
 
     def checkpoint(path: Path, **position: Any) -> None:
-        _save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "lr": lr,
-                     "best_acc": best_acc, "best_epoch": best_epoch, "prev_err": prev_err,
-                     "metrics": metrics, "rng": _rng_state(), "config": asdict(cfg),
-                     "n_in": n_in, "n_out": n_out, "arch": cfg.model.arch, **position})
+        _save(
+            path,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "lr": lr,
+                "best_acc": best_acc,
+                "best_epoch": best_epoch,
+                "prev_err": prev_err,
+                "metrics": metrics,
+                "rng": _rng_state(),
+                "config": asdict(cfg),
+                "n_in": n_in,
+                "n_out": n_out,
+                "arch": cfg.model.arch,
+                **position,
+            },
+        )
 
     interactive = sys.stderr.isatty()
     with _deferred_sigint() as stop:
@@ -398,13 +439,21 @@ def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: b
             totals = Totals.new(dev) if partial is None else Totals.from_state(partial, dev)
             start = time.perf_counter()
             model.train()
-            bar = tqdm(total=len(batches), initial=step, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
-                       leave=False, disable=not interactive, file=sys.stderr)
+            bar = tqdm(
+                total=len(batches),
+                initial=step,
+                desc=f"epoch {epoch + 1}/{tc.epochs}",
+                unit="batch",
+                leave=False,
+                disable=not interactive,
+                file=sys.stderr,
+            )
             try:
                 while step < len(batches):
                     stop.check()
-                    totals.add(*_train_step(model, opt, batches[step], train, tc.grad_clip),
-                               frames=batches[step].n_frames)
+                    totals.add(
+                        *_train_step(model, opt, batches[step], train, tc.grad_clip), frames=batches[step].n_frames
+                    )
                     step += 1
                     bar.update(1)
                     if interactive and (step % tc.log_every == 0 or step == len(batches)):
@@ -418,25 +467,46 @@ def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: b
             except KeyboardInterrupt:
                 bar.close()
                 path = exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt"
-                checkpoint(path, epoch=epoch, step=step, partial=totals.state(),
-                           elapsed=elapsed + time.perf_counter() - start)
-                log(f"interrupted in epoch {epoch + 1} after minibatch {step}/{len(batches)}; wrote {path}; "
-                    f"continue with --resume")
+                checkpoint(
+                    path, epoch=epoch, step=step, partial=totals.state(), elapsed=elapsed + time.perf_counter() - start
+                )
+                log(
+                    f"interrupted in epoch {epoch + 1} after minibatch {step}/{len(batches)}; wrote {path}; "
+                    f"continue with --resume"
+                )
                 raise
             bar.close()
             train_stats = totals.summary()
             dev_acc = result["acc"]
             is_best = dev_acc > best_acc
-            row = {"epoch": epoch + 1, "max_len": max_len, "lr": lr, **train_stats,
-                   "dev_loss": result["loss"], "dev_acc": dev_acc, "dev_zero_pct": result["zero_pct"],
-                   "best": is_best, "seconds": elapsed + time.perf_counter() - start,
-                   "frames_per_s": totals.frames / max(train_seconds, 1e-9)}
+            row = {
+                "epoch": epoch + 1,
+                "max_len": max_len,
+                "lr": lr,
+                **train_stats,
+                "dev_loss": result["loss"],
+                "dev_acc": dev_acc,
+                "dev_zero_pct": result["zero_pct"],
+                "best": is_best,
+                "seconds": elapsed + time.perf_counter() - start,
+                "frames_per_s": totals.frames / max(train_seconds, 1e-9),
+            }
             metrics.append(row)
             if is_best:
                 best_acc, best_epoch = dev_acc, epoch + 1
-                _save(exp_dir / "model.pt", {"config": asdict(cfg), "state_dict": model.state_dict(),
-                                             "n_in": n_in, "n_out": n_out, "level": train_data.level,
-                                             "epoch": epoch + 1, "dev_acc": dev_acc, "arch": cfg.model.arch})
+                _save(
+                    exp_dir / "model.pt",
+                    {
+                        "config": asdict(cfg),
+                        "state_dict": model.state_dict(),
+                        "n_in": n_in,
+                        "n_out": n_out,
+                        "level": train_data.level,
+                        "epoch": epoch + 1,
+                        "dev_acc": dev_acc,
+                        "arch": cfg.model.arch,
+                    },
+                )
             lr_next = newbob(lr, prev_err, 1.0 - dev_acc, tc.newbob_threshold, tc.lr_floor)
             prev_err = 1.0 - dev_acc
             epoch, step, elapsed, partial = epoch + 1, 0, 0.0, None
@@ -453,10 +523,12 @@ def fit(cfg: Config, train_data, dev_data, exp_dir: str | os.PathLike, resume: b
 
 def _summary_line(row: dict, epochs: int, lr_used: float, lr_next: float) -> str:
     zeros = "/".join(f"{z:.1f}" for z in row["dev_zero_pct"])
-    line = (f"epoch {row['epoch']}/{epochs} len {row['max_len']} lr {lr_used:.3g}: "
-            f"train loss {row['loss']:.4f} acc {row['acc']:.2%} | dev loss {row['dev_loss']:.4f} "
-            f"acc {row['dev_acc']:.2%} | zeros% {zeros or '-'} | {row['seconds']:.1f}s "
-            f"{row['frames_per_s']:.0f} frames/s")
+    line = (
+        f"epoch {row['epoch']}/{epochs} len {row['max_len']} lr {lr_used:.3g}: "
+        f"train loss {row['loss']:.4f} acc {row['acc']:.2%} | dev loss {row['dev_loss']:.4f} "
+        f"acc {row['dev_acc']:.2%} | zeros% {zeros or '-'} | {row['seconds']:.1f}s "
+        f"{row['frames_per_s']:.0f} frames/s"
+    )
     if row["best"]:
         line += " *best"
     if lr_next != lr_used:
@@ -469,8 +541,9 @@ def _write_metrics(exp_dir: Path, metrics: list[dict]) -> None:
     write_text(exp_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
 
 
-def load_model(exp_dir: str | os.PathLike, device: str | torch.device | None = None
-               ) -> tuple[torch.nn.Module, Config, dict]:
+def load_model(
+    exp_dir: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[torch.nn.Module, Config, dict]:
     """The best model of a run, in eval mode on ``device``; ``meta`` = model.pt minus weights/config.
 
     Raises DataError when ``exp_dir/model.pt`` is missing.
@@ -494,14 +567,22 @@ def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
     if not (d / "feats.scp").is_file():
         raise DataError(f"{d / 'feats.scp'}: no features; run snnasr features --sets {name} -d {recipe_dir}")
     if not (d / f"labels_{level}.scp").is_file():
-        raise DataError(f"{d / f'labels_{level}.scp'}: no {level} frame labels; run snnasr features --sets {name} "
-                        f"-d {recipe_dir} (with phone_segments) or snnasr prep kaldi")
+        raise DataError(
+            f"{d / f'labels_{level}.scp'}: no {level} frame labels; run snnasr features --sets {name} "
+            f"-d {recipe_dir} (with phone_segments) or snnasr prep kaldi"
+        )
     return d
 
 
-def run_training(recipe_dir: str | os.PathLike, arch: str | None = None, config_path: str | os.PathLike | None = None,
-                 exp_name: str | None = None, resume: bool = False, device: str | None = None,
-                 overrides: tuple[str, ...] | list[str] = ()) -> list[dict]:
+def run_training(
+    recipe_dir: str | os.PathLike,
+    arch: str | None = None,
+    config_path: str | os.PathLike | None = None,
+    exp_name: str | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+) -> list[dict]:
     """CLI entry: resolve the config, load data/<train_set> and data/<dev_set>, run :func:`fit`.
 
     ``arch`` wins over the config file's ``model.arch``; ``overrides`` win over both.  Exits with
@@ -516,16 +597,21 @@ def run_training(recipe_dir: str | os.PathLike, arch: str | None = None, config_
     lang = load_lang(recipe_dir / "data" / "lang")
     level = cfg.data.label_level or lang.default
     lang.symbols(level)  # unknown level -> DataError listing the levels
-    dirs = [_check_set(recipe_dir, name, role, level)
-            for name, role in ((cfg.data.train_set, "train"), (cfg.data.dev_set, "dev"))]
+    dirs = [
+        _check_set(recipe_dir, name, role, level)
+        for name, role in ((cfg.data.train_set, "train"), (cfg.data.dev_set, "dev"))
+    ]
     from snnasr.dataset import UtteranceDataset
+
     sets = [UtteranceDataset(d, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context) for d in dirs]
     try:
         return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=device)
     except KeyboardInterrupt:
         if checkpoints(exp_dir):
-            click.echo(f"snnasr train: interrupted; continue with: snnasr train --exp {exp_dir.name} --resume "
-                       f"-d {recipe_dir}", err=True)
+            click.echo(
+                f"snnasr train: interrupted; continue with: snnasr train --exp {exp_dir.name} --resume -d {recipe_dir}",
+                err=True,
+            )
         else:
             click.echo("snnasr train: interrupted before the first checkpoint; nothing to resume", err=True)
         raise SystemExit(130) from None

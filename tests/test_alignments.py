@@ -1,4 +1,5 @@
 """prep kaldi: frame labels and data/lang from Kaldi's real yes/no alignments."""
+
 from __future__ import annotations
 
 import gzip
@@ -75,8 +76,7 @@ def test_labels_and_lang_from_real_alignments(tmp_path, binary):
     lang = load_lang(tmp_path / "data" / "lang")
     assert lang.levels == {"pdf": [f"pdf{i}" for i in range(11)], "phone": ["SIL", "Y", "N"]}
     assert (lang.default, lang.score, lang.silence) == ("pdf", "phone", ["SIL"])
-    assert lang.symbol_map("pdf", "phone") == {f"pdf{i}": "SIL" if i < 5 else "Y" if i < 8 else "N"
-                                               for i in range(11)}
+    assert lang.symbol_map("pdf", "phone") == {f"pdf{i}": "SIL" if i < 5 else "Y" if i < 8 else "N" for i in range(11)}
 
 
 def test_numbered_model_and_lang_found_without_options(tmp_path, capsys):
@@ -118,8 +118,14 @@ def test_position_and_stress_marks_give_a_base_level(tmp_path):
     phone, base = labels(data_dir, "phone"), labels(data_dir, "phone_base")
     for utt in MINI:
         assert base[utt].tolist() == lang.fold("phone", "phone_base")[phone[utt]].tolist()
-    assert [strip_marks(p) for p in ("AH0_B", "SIL", "K_I", "ER2", "B3", "sil_E")] == \
-        ["AH", "SIL", "K", "ER", "B3", "sil"]
+    assert [strip_marks(p) for p in ("AH0_B", "SIL", "K_I", "ER2", "B3", "sil_E")] == [
+        "AH",
+        "SIL",
+        "K",
+        "ER",
+        "B3",
+        "sil",
+    ]
 
 
 def test_alignment_of_unknown_utterance_is_a_data_error(tmp_path):
@@ -151,8 +157,12 @@ def test_unaligned_utterances_warn_below_5_percent_and_fail_above(tmp_path, caps
     ali = ALIS[MINI[0]]
     utts = [f"u{i:02d}" for i in range(20)]
     data_dir = tmp_path / "data" / "big"
-    write_data_dir(data_dir, wav={u: "/nonexistent.wav" for u in utts}, text={u: "YES" for u in utts},
-                   utt2spk={u: "global" for u in utts})
+    write_data_dir(
+        data_dir,
+        wav={u: "/nonexistent.wav" for u in utts},
+        text={u: "YES" for u in utts},
+        utt2spk={u: "global" for u in utts},
+    )
     write_table(data_dir / "utt2num_frames", {u: str(len(ali)) for u in utts})
     ali_dir = tmp_path / "exp" / "ali"
     write_ali(ali_dir / "ali.1.gz", {u: ali for u in utts[:19]}, binary=False)
@@ -193,16 +203,34 @@ def test_cli_prep_yesno_then_prep_kaldi(tmp_path):
     write_ali(ali_dir / "ali.1.gz", {u: ALIS[u] for u in MINI}, binary=False)
     shutil.copy(MODEL, ali_dir / "40.mdl")
     data_dir = recipe / "data" / "train_yesno"
-    result = runner.invoke(cli, ["prep", "kaldi", "--data", str(data_dir), "--ali", str(ali_dir),
-                                 "--lang", str(KALDI_LANG), "-d", str(recipe)])
+    result = runner.invoke(
+        cli,
+        ["prep", "kaldi", "--data", str(data_dir), "--ali", str(ali_dir), "--lang", str(KALDI_LANG), "-d", str(recipe)],
+    )
     assert result.exit_code == 0, result.output
     assert "utterances 2" in result.output and "pdfs 11" in result.output
     pdf, phone = labels(data_dir, "pdf"), labels(data_dir, "phone")
     wav = read_table(data_dir / "wav.scp")
-    assert {u: len(v) for u, v in pdf.items()} == {u: len(v) for u, v in phone.items()} \
+    assert (
+        {u: len(v) for u, v in pdf.items()}
+        == {u: len(v) for u, v in phone.items()}
         == {u: audio_frames(Path(wav[u])) for u in MINI}
-    result = runner.invoke(cli, ["prep", "kaldi", "--data", str(recipe / "data" / "test_yesno"),
-                                 "--ali", str(ali_dir), "--lang", str(KALDI_LANG), "-d", str(recipe)])
+    )
+    result = runner.invoke(
+        cli,
+        [
+            "prep",
+            "kaldi",
+            "--data",
+            str(recipe / "data" / "test_yesno"),
+            "--ali",
+            str(ali_dir),
+            "--lang",
+            str(KALDI_LANG),
+            "-d",
+            str(recipe),
+        ],
+    )
     assert result.exit_code != 0 and isinstance(result.exception, DataError)
 
 

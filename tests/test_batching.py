@@ -9,8 +9,10 @@ LENGTHS = [7, 30, 55, 12, 90, 3, 41, 126, 250, 0, 19]
 
 def _packed(lengths=LENGTHS, dim=3, classes=5):
     g = torch.Generator().manual_seed(0)
-    items = [(f"u{i}", torch.randn(n, dim, generator=g), torch.randint(0, classes, (n,), generator=g))
-             for i, n in enumerate(lengths)]
+    items = [
+        (f"u{i}", torch.randn(n, dim, generator=g), torch.randint(0, classes, (n,), generator=g))
+        for i, n in enumerate(lengths)
+    ]
     return pack(items, classes), items
 
 
@@ -21,14 +23,17 @@ def test_curriculum_follows_default_schedule_and_holds_last_length():
     assert got[17:24] == [1000] * 7 and got[24:] == [1000] * 6
 
 
-@pytest.mark.parametrize("length,max_len,expected", [
-    (0, 100, []),
-    (80, 100, [(0, 80)]),
-    (125, 100, [(0, 125)]),  # tail up to 1.25 x max_len kept whole
-    (126, 100, [(0, 100), (100, 126)]),
-    (230, 100, [(0, 100), (100, 200), (200, 230)]),
-    (320, 100, [(0, 100), (100, 200), (200, 320)]),
-])
+@pytest.mark.parametrize(
+    "length,max_len,expected",
+    [
+        (0, 100, []),
+        (80, 100, [(0, 80)]),
+        (125, 100, [(0, 125)]),  # tail up to 1.25 x max_len kept whole
+        (126, 100, [(0, 100), (100, 126)]),
+        (230, 100, [(0, 100), (100, 200), (200, 230)]),
+        (320, 100, [(0, 100), (100, 200), (200, 320)]),
+    ],
+)
 def test_cut_rule(length, max_len, expected):
     assert cut(length, max_len) == expected
 
@@ -70,8 +75,8 @@ def test_gather_right_pads_and_masks():
             u = max(i for i, s in enumerate(data.starts) if s <= start and data.lengths[i] > 0)
             off = start - data.starts[u]
             n = int(lens[j])
-            assert torch.equal(x[:n, j], items[u][1][off:off + n])
-            assert torch.equal(y[:n, j], items[u][2][off:off + n])
+            assert torch.equal(x[:n, j], items[u][1][off : off + n])
+            assert torch.equal(y[:n, j], items[u][2][off : off + n])
 
 
 def test_shuffle_is_deterministic_per_seed():

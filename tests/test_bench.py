@@ -14,6 +14,7 @@ def test_bench_reports_every_variant_against_the_lstm(capsys):
 
 def test_bench_on_absent_cuda_is_a_clear_error():
     import torch
+
     if torch.cuda.is_available():
         pytest.skip("CUDA is present")
     with pytest.raises(ConfigError, match="no CUDA device"):

@@ -1,6 +1,6 @@
 import pytest
 
-from snnasr.config import load_config, parse_curriculum, save_config, config_from_dict
+from snnasr.config import load_config, parse_curriculum, save_config
 from snnasr.io import ConfigError
 
 

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from test_features import make_recipe
 
 from snnasr.data.datadir import read_table
 from snnasr.dataset import UtteranceDataset, apply_cmvn, splice
 from snnasr.features import FeatureOptions, cmvn_stats, make_features
 from snnasr.io import DataError
 from snnasr.kaldi.ark import read_vec_int_scp, write_vec_int_ark_scp
-from test_features import make_recipe
 
 
 @pytest.fixture

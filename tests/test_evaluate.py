@@ -1,4 +1,5 @@
 """snnasr eval on a hand-made recipe dir (tiny lang, three utterances, untrained tiny models)."""
+
 import importlib.util
 import json
 from dataclasses import asdict
@@ -24,15 +25,24 @@ def _have(*modules):
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-needs_pipeline = pytest.mark.skipif(not _have("snnasr.dataset", "snnasr.models", "snnasr.train"),
-                                    reason="snnasr.dataset / models / train not available yet")
+needs_pipeline = pytest.mark.skipif(
+    not _have("snnasr.dataset", "snnasr.models", "snnasr.train"),
+    reason="snnasr.dataset / models / train not available yet",
+)
 
 
 @pytest.fixture
 def recipe(tmp_path):
     from snnasr.kaldi.ark import write_mat_ark_scp, write_vec_int_ark_scp
-    write_lang(tmp_path / "data" / "lang", {"phone48": P48, "phone39": P39}, default="phone48", score="phone39",
-               silence=["sil"], maps={("phone48", "phone39"): M48_39})
+
+    write_lang(
+        tmp_path / "data" / "lang",
+        {"phone48": P48, "phone39": P39},
+        default="phone48",
+        score="phone39",
+        silence=["sil"],
+        maps={("phone48", "phone39"): M48_39},
+    )
     rng = np.random.default_rng(0)
     d = tmp_path / "data" / "test"
     d.mkdir(parents=True)
@@ -54,7 +64,7 @@ def recipe(tmp_path):
     for spk in ("spk1", "spk2"):
         x = np.concatenate([feats[u] for u in utts if u.startswith(spk)])
         stats = np.zeros((2, DIM + 1), dtype=np.float64)
-        stats[0, :DIM], stats[1, :DIM], stats[0, DIM] = x.sum(0), (x ** 2).sum(0), len(x)
+        stats[0, :DIM], stats[1, :DIM], stats[0, DIM] = x.sum(0), (x**2).sum(0), len(x)
         cmvn.append((spk, stats))
     write_mat_ark_scp(cmvn, d / "cmvn.ark", d / "cmvn.scp")
     write_vec_int_ark_scp([(u, labels48[u]) for u in utts], d / "labels_phone48.ark", d / "labels_phone48.scp")
@@ -62,17 +72,33 @@ def recipe(tmp_path):
     return tmp_path
 
 
-def make_run(recipe, arch, n_out=len(P48), level="phone48", name=None, **model):
+N48 = len(P48)
+
+
+def make_run(recipe, arch, n_out=N48, level="phone48", name=None, **model):
     from snnasr.config import load_config
     from snnasr.models import build
+
     torch.manual_seed(0)
-    cfg = load_config(None, [f"model.{k}={v}" for k, v in {"hidden": 6, "layers": 2, **model}.items()],
-                      model={"arch": arch})
+    cfg = load_config(
+        None, [f"model.{k}={v}" for k, v in {"hidden": 6, "layers": 2, **model}.items()], model={"arch": arch}
+    )
     net = build(arch, cfg.model, DIM, n_out)
     run = recipe / "exp" / (name or arch)
     run.mkdir(parents=True)
-    torch.save({"config": asdict(cfg), "state_dict": net.state_dict(), "n_in": DIM, "n_out": n_out,
-                "level": level, "epoch": 1, "dev_acc": 0.0, "arch": arch}, run / "model.pt")
+    torch.save(
+        {
+            "config": asdict(cfg),
+            "state_dict": net.state_dict(),
+            "n_in": DIM,
+            "n_out": n_out,
+            "level": level,
+            "epoch": 1,
+            "dev_acc": 0.0,
+            "arch": arch,
+        },
+        run / "model.pt",
+    )
     return run
 
 
@@ -88,10 +114,17 @@ def test_padding_helpers():
 
 def test_level_folds_compose_chains_of_maps(tmp_path):
     # Kaldi-like: pdf -> phone (majority map) -> stripped phone (score level); no direct pdf map.
-    write_lang(tmp_path, {"pdf": ["0", "1", "2", "3"], "phone": ["SIL", "AH0", "AH1", "B"], "base": ["SIL", "AH", "B"]},
-               default="pdf", score="base", silence=["SIL"],
-               maps={("pdf", "phone"): {"0": "SIL", "1": "AH0", "2": "AH1", "3": "-"},
-                     ("phone", "base"): {"SIL": "SIL", "AH0": "AH", "AH1": "AH", "B": "B"}})
+    write_lang(
+        tmp_path,
+        {"pdf": ["0", "1", "2", "3"], "phone": ["SIL", "AH0", "AH1", "B"], "base": ["SIL", "AH", "B"]},
+        default="pdf",
+        score="base",
+        silence=["SIL"],
+        maps={
+            ("pdf", "phone"): {"0": "SIL", "1": "AH0", "2": "AH1", "3": "-"},
+            ("phone", "base"): {"SIL": "SIL", "AH0": "AH", "AH1": "AH", "B": "B"},
+        },
+    )
     folds = level_folds(load_lang(tmp_path), "pdf")
     assert list(folds) == ["pdf", "phone", "base"]
     assert folds["pdf"].tolist() == [0, 1, 2, 3]
@@ -126,8 +159,9 @@ def test_eval_writes_results_and_ops(recipe, arch, capsys):
     assert set(saved["accuracy"]) == {"phone48", "phone39"}
     assert saved["accuracy"]["phone39"] >= saved["accuracy"]["phone48"] - 1e-9  # folding can only merge errors
     per = saved["per"]
-    assert per["per"] == pytest.approx((per["substitutions"] + per["deletions"] + per["insertions"])
-                                       / per["ref_phones"])
+    assert per["per"] == pytest.approx(
+        (per["substitutions"] + per["deletions"] + per["insertions"]) / per["ref_phones"]
+    )
     assert len(saved["zero_frac"]["layers"]) == 2 and 0 <= saved["zero_frac"]["overall"] <= 1
     assert saved["params"] > 0
     details = json.loads((run / "eval_test" / "ops.json").read_text())

@@ -18,16 +18,24 @@ from snnasr.lang import write_lang
 PHONES61 = ["h#", "aa", "s", "q", "pau"]
 
 
-def make_recipe(root: Path, rate: int = 16000, seconds=(0.31, 0.25, 0.42, 0.2), segments: bool = True,
-                set_name: str = "train") -> Path:
+def make_recipe(
+    root: Path, rate: int = 16000, seconds=(0.31, 0.25, 0.42, 0.2), segments: bool = True, set_name: str = "train"
+) -> Path:
     """A tiny recipe: 2 speakers x 2 noisy utts, phone61/48/39 lang, contiguous segments with a q."""
     recipe = root / "recipe"
-    write_lang(recipe / "data" / "lang",
-               levels={"phone61": PHONES61, "phone48": ["sil", "aa", "s"], "phone39": ["aa", "s", "sil"]},
-               default="phone48", score="phone39", silence=["sil"], segment_level="phone61",
-               maps={("phone61", "phone48"): {"h#": "sil", "aa": "aa", "s": "s", "q": "-", "pau": "sil"},
-                     ("phone61", "phone39"): {"h#": "sil", "aa": "aa", "s": "s", "q": "-", "pau": "sil"},
-                     ("phone48", "phone39"): {"sil": "sil", "aa": "aa", "s": "s"}})
+    write_lang(
+        recipe / "data" / "lang",
+        levels={"phone61": PHONES61, "phone48": ["sil", "aa", "s"], "phone39": ["aa", "s", "sil"]},
+        default="phone48",
+        score="phone39",
+        silence=["sil"],
+        segment_level="phone61",
+        maps={
+            ("phone61", "phone48"): {"h#": "sil", "aa": "aa", "s": "s", "q": "-", "pau": "sil"},
+            ("phone61", "phone39"): {"h#": "sil", "aa": "aa", "s": "s", "q": "-", "pau": "sil"},
+            ("phone48", "phone39"): {"sil": "sil", "aa": "aa", "s": "s"},
+        },
+    )
     rng = np.random.default_rng(0)
     wav, text, utt2spk, segs = {}, {}, {}, {}
     for i, sec in enumerate(seconds):
@@ -35,8 +43,7 @@ def make_recipe(root: Path, rate: int = 16000, seconds=(0.31, 0.25, 0.42, 0.2), 
         utt = f"{spk}_u{i}"
         n = int(sec * rate)
         t = np.arange(n) / rate
-        audio = (3000 * np.sin(2 * np.pi * (200 + 100 * i) * t) * (1 + i)
-                 + rng.normal(0, 300, n)).astype(np.int16)
+        audio = (3000 * np.sin(2 * np.pi * (200 + 100 * i) * t) * (1 + i) + rng.normal(0, 300, n)).astype(np.int16)
         path = root / "audio" / f"{utt}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio, rate, subtype="PCM_16")
@@ -87,6 +94,7 @@ def test_add_deltas_matches_kaldi_formula_by_hand():
 
 def test_first_order_deltas_equal_torchaudio_compute_deltas():
     import torchaudio.functional as F
+
     x = np.random.default_rng(2).normal(size=(30, 5))
     ref = F.compute_deltas(torch.from_numpy(x.T.copy()), win_length=5).numpy().T
     np.testing.assert_allclose(add_deltas(x)[:, 5:10], ref, atol=1e-6)
@@ -97,7 +105,7 @@ def test_cmvn_stats_are_sums_sumsq_count():
     s = cmvn_stats(x)
     assert s.shape == (2, 4) and s.dtype == np.float64
     np.testing.assert_allclose(s[0, :3], x.sum(0))
-    np.testing.assert_allclose(s[1, :3], (x ** 2).sum(0))
+    np.testing.assert_allclose(s[1, :3], (x**2).sum(0))
     assert s[0, 3] == 7 and s[1, 3] == 0
 
 
@@ -119,7 +127,7 @@ def test_make_features_writes_every_output(tmp_path):
     spk0 = np.concatenate([feats["spk0_u0"], feats["spk0_u1"]]).astype(np.float64)
     assert stats["spk0"].dtype == np.float64
     np.testing.assert_allclose(stats["spk0"][0, :-1], spk0.sum(0), rtol=1e-6)
-    np.testing.assert_allclose(stats["spk0"][1, :-1], (spk0 ** 2).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["spk0"][1, :-1], (spk0**2).sum(0), rtol=1e-6)
     assert stats["spk0"][0, -1] == len(spk0)
     assert (data / "frame_shift").read_text().strip() == "0.01"
     state = yaml.safe_load((data / "conf" / "features.yaml").read_text())
@@ -235,18 +243,22 @@ def test_cli_config_file_and_explicit_option(tmp_path, monkeypatch, capsys):
     recipe = make_recipe(tmp_path, segments=False)
     conf = tmp_path / "mfcc.yaml"
     conf.write_text("type: mfcc\ncmvn: utt\n")
-    code, out, _ = run_cli(monkeypatch, capsys, "features", "--sets", "train", "--config", str(conf),
-                           "--cmvn", "none", "-d", str(recipe))
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "features", "--sets", "train", "--config", str(conf), "--cmvn", "none", "-d", str(recipe)
+    )
     assert code == 0 and "data/train: utterances 4" in out and "dim 13" in out
     state = yaml.safe_load((recipe / "data" / "train" / "conf" / "features.yaml").read_text())
     assert (state["type"], state["cmvn"]) == ("mfcc", "none")
 
 
-@pytest.mark.parametrize("breakage, words", [
-    ("empty", "spk0_u1: .*audio is empty"),
-    ("short", "spk0_u1: audio has 100 samples, shorter than one 25 ms window"),
-    ("missing", "data dir not found"),
-])
+@pytest.mark.parametrize(
+    "breakage, words",
+    [
+        ("empty", "spk0_u1: .*audio is empty"),
+        ("short", "spk0_u1: audio has 100 samples, shorter than one 25 ms window"),
+        ("missing", "data dir not found"),
+    ],
+)
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path, monkeypatch, capsys, breakage, words):
     recipe = make_recipe(tmp_path)
     data = recipe / "data" / "train"
@@ -262,6 +274,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path, monkeypatch, caps
     assert len(lines) == 1 and lines[0].startswith("snnasr features: ")
     assert "Traceback" not in err
     import re
+
     assert re.search(words, lines[0])
     assert not (data / "conf" / "features.yaml").exists()
 

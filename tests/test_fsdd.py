@@ -1,4 +1,5 @@
 """prep fsdd: the Free Spoken Digit Dataset as data/{train,dev,test} with word segments."""
+
 from __future__ import annotations
 
 import shutil
@@ -42,8 +43,11 @@ def make_corpus(root: Path, names: list[str] | None = None) -> Path:
 def test_mini_corpus(tmp_path, which):
     corpus = make_corpus(tmp_path / "fsdd")
     recipe = tmp_path / "r"
-    assert prepare_fsdd(corpus if which == "parent" else corpus / "recordings", recipe) == \
-        {"train": 4, "dev": 4, "test": 4}
+    assert prepare_fsdd(corpus if which == "parent" else corpus / "recordings", recipe) == {
+        "train": 4,
+        "dev": 4,
+        "test": 4,
+    }
     data = recipe / "data"
     for name, index in (("train", "10"), ("dev", "5"), ("test", "0")):
         assert validate_data_dir(data / name) == {"utterances": 4, "speakers": 2}
@@ -51,8 +55,9 @@ def test_mini_corpus(tmp_path, which):
         assert list(read_table(data / name / "text")) == utts  # sorted, speaker first
         assert read_table(data / name / "text") == {u: WORDS[int(u.split("_")[1])].upper() for u in utts}
         assert read_table(data / name / "utt2spk") == {u: u.split("_")[0] for u in utts}
-        assert read_table(data / name / "spk2utt") == {spk: " ".join(u for u in utts if u.startswith(spk))
-                                                        for spk in SPEAKERS}
+        assert read_table(data / name / "spk2utt") == {
+            spk: " ".join(u for u in utts if u.startswith(spk)) for spk in SPEAKERS
+        }
     wav = Path(read_table(data / "dev" / "wav.scp")["yweweler_4_5"])
     assert wav.is_absolute() and wav.samefile(corpus / "recordings" / "4_yweweler_5.wav")
 
@@ -108,25 +113,31 @@ def test_errors_are_one_line_data_errors(tmp_path):
         make_corpus(tmp_path / f"name{n}", ["2_lucas_0.wav", "2_lucas_5.wav", "2_lucas_10.wav", bad])
         with pytest.raises(DataError, match=rf"{bad}: not an FSDD recording name"):
             prepare_fsdd(tmp_path / f"name{n}", r)
-    for missing, rule in (("10", "index 10 or above for the train set"), ("5", "index 5-9 for the dev set"),
-                          ("0", "index 0-4 for the test set")):
+    for missing, rule in (
+        ("10", "index 10 or above for the train set"),
+        ("5", "index 5-9 for the dev set"),
+        ("0", "index 0-4 for the test set"),
+    ):
         names = [f"2_lucas_{i}.wav" for i in ("0", "5", "10") if i != missing]
         make_corpus(tmp_path / f"split{missing}", names)
         with pytest.raises(DataError, match=rule):
             prepare_fsdd(tmp_path / f"split{missing}", r)
 
     good = ["2_lucas_0.wav", "2_lucas_5.wav", "2_lucas_10.wav"]
-    cases = {"rate": (lambda p: sf.write(p, np.zeros(1600, dtype=np.int16), 16000, subtype="PCM_16"),
-                      "sample rate 16000 Hz, expected 8000 Hz"),
-             "stereo": (lambda p: sf.write(p, np.zeros((1600, 2), dtype=np.int16), 8000, subtype="PCM_16"),
-                        "2 channels"),
-             "empty": (lambda p: sf.write(p, np.zeros(0, dtype=np.int16), 8000, subtype="PCM_16"),
-                       "audio is empty"),
-             "garbage": (lambda p: p.write_bytes(b"not a wav file at all"), "unreadable audio"),
-             "short": (lambda p: sf.write(p, np.ones(150, dtype=np.int16), 8000, subtype="PCM_16"),
-                       "shorter than one 25 ms frame"),
-             "silent": (lambda p: sf.write(p, np.zeros(4000, dtype=np.int16), 8000, subtype="PCM_16"),
-                        "audio is silent")}
+    cases = {
+        "rate": (
+            lambda p: sf.write(p, np.zeros(1600, dtype=np.int16), 16000, subtype="PCM_16"),
+            "sample rate 16000 Hz, expected 8000 Hz",
+        ),
+        "stereo": (lambda p: sf.write(p, np.zeros((1600, 2), dtype=np.int16), 8000, subtype="PCM_16"), "2 channels"),
+        "empty": (lambda p: sf.write(p, np.zeros(0, dtype=np.int16), 8000, subtype="PCM_16"), "audio is empty"),
+        "garbage": (lambda p: p.write_bytes(b"not a wav file at all"), "unreadable audio"),
+        "short": (
+            lambda p: sf.write(p, np.ones(150, dtype=np.int16), 8000, subtype="PCM_16"),
+            "shorter than one 25 ms frame",
+        ),
+        "silent": (lambda p: sf.write(p, np.zeros(4000, dtype=np.int16), 8000, subtype="PCM_16"), "audio is silent"),
+    }
     for case, (write, message) in cases.items():
         corpus = make_corpus(tmp_path / f"audio-{case}", good)
         write(corpus / "recordings" / "4_lucas_11.wav")

@@ -35,14 +35,17 @@ def test_centre_exactly_on_a_boundary_takes_the_later_segment():
     assert L.frame_labels_from_segments(segs, 2, RATE) == ["b", "b"]
 
 
-@pytest.mark.parametrize("segs, words", [
-    ([(0, 20, "a"), (25, 60, "b")], "gap"),
-    ([(0, 20, "a"), (15, 60, "b")], "overlaps"),
-    ([(0, 20, "a"), (20, 10, "b")], "ends before it starts"),
-    ([(-5, 20, "a"), (20, 60, "b")], "negative"),
-    ([(0, 20, "a"), (20, 60, "zz")], "unknown symbol 'zz'"),
-    ([], "no phone segments"),
-])
+@pytest.mark.parametrize(
+    "segs, words",
+    [
+        ([(0, 20, "a"), (25, 60, "b")], "gap"),
+        ([(0, 20, "a"), (15, 60, "b")], "overlaps"),
+        ([(0, 20, "a"), (20, 10, "b")], "ends before it starts"),
+        ([(-5, 20, "a"), (20, 60, "b")], "negative"),
+        ([(0, 20, "a"), (20, 60, "zz")], "unknown symbol 'zz'"),
+        ([], "no phone segments"),
+    ],
+)
 def test_bad_segments_name_the_utterance(segs, words):
     with pytest.raises(DataError, match=words) as e:
         L.validate_segments("spk1_utt7", segs, symbols={"a", "b"})
@@ -64,12 +67,20 @@ def test_match_length_pads_truncates_and_rejects():
 
 
 def test_write_label_levels_maps_every_level(tmp_path):
-    lang = load_lang(write_lang(
-        tmp_path / "lang",
-        levels={"phone61": ["h#", "aa", "q", "pau"], "phone48": ["sil", "aa"], "phone39": ["aa", "sil"]},
-        default="phone48", score="phone39", silence=["sil"], segment_level="phone61",
-        maps={("phone61", "phone48"): {"h#": "sil", "aa": "aa", "q": "-", "pau": "sil"},
-              ("phone61", "phone39"): {"h#": "sil", "aa": "aa", "q": "-", "pau": "sil"}}))
+    lang = load_lang(
+        write_lang(
+            tmp_path / "lang",
+            levels={"phone61": ["h#", "aa", "q", "pau"], "phone48": ["sil", "aa"], "phone39": ["aa", "sil"]},
+            default="phone48",
+            score="phone39",
+            silence=["sil"],
+            segment_level="phone61",
+            maps={
+                ("phone61", "phone48"): {"h#": "sil", "aa": "aa", "q": "-", "pau": "sil"},
+                ("phone61", "phone39"): {"h#": "sil", "aa": "aa", "q": "-", "pau": "sil"},
+            },
+        )
+    )
     counts = L.write_label_levels(tmp_path, lang, {"u2": ["pau", "aa"], "u1": ["h#", "aa", "aa"]})
     assert counts == {"phone61": 2, "phone48": 2, "phone39": 2}
     got = {lv: {k: v.tolist() for k, v in read_vec_int_scp(tmp_path / f"labels_{lv}.scp")} for lv in counts}

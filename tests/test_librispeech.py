@@ -1,4 +1,5 @@
 """snnasr prep librispeech on a generated LibriSpeech layout, with MFA-style TextGrids."""
+
 from __future__ import annotations
 
 import sys
@@ -17,23 +18,57 @@ from snnasr.lang import load_lang
 
 RATE = 16000
 # (xmin, xmax, label) of the phones tier, as MFA (english_us_arpa) writes it; durations in seconds.
-PHONES = [(0.0, 0.05, ""), (0.05, 0.12, "DH"), (0.12, 0.2, "AH0"), (0.2, 0.23, "sp"),
-          (0.23, 0.3, "K"), (0.3, 0.41, "AE1"), (0.41, 0.47, "T"), (0.47, 0.5, "spn")]
+PHONES = [
+    (0.0, 0.05, ""),
+    (0.05, 0.12, "DH"),
+    (0.12, 0.2, "AH0"),
+    (0.2, 0.23, "sp"),
+    (0.23, 0.3, "K"),
+    (0.3, 0.41, "AE1"),
+    (0.41, 0.47, "T"),
+    (0.47, 0.5, "spn"),
+]
 WORDS = [(0.0, 0.05, ""), (0.05, 0.2, "the"), (0.2, 0.23, ""), (0.23, 0.47, "cat"), (0.47, 0.5, "<unk>")]
-EXPECTED = [(0, 800, "sil"), (800, 1920, "dh"), (1920, 3200, "ah"), (3200, 3680, "sil"),
-            (3680, 4800, "k"), (4800, 6560, "ae"), (6560, 7520, "t"), (7520, 8000, "sil")]
+EXPECTED = [
+    (0, 800, "sil"),
+    (800, 1920, "dh"),
+    (1920, 3200, "ah"),
+    (3200, 3680, "sil"),
+    (3680, 4800, "k"),
+    (4800, 6560, "ae"),
+    (6560, 7520, "t"),
+    (7520, 8000, "sil"),
+]
 
 
 def long_textgrid(tiers: dict[str, list], xmax: float) -> str:
     """Praat's long text format, as MFA writes it."""
-    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0 ", f"xmax = {xmax} ",
-           "tiers? <exists> ", f"size = {len(tiers)} ", "item []: "]
+    out = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        "xmin = 0 ",
+        f"xmax = {xmax} ",
+        "tiers? <exists> ",
+        f"size = {len(tiers)} ",
+        "item []: ",
+    ]
     for i, (name, ivs) in enumerate(tiers.items(), 1):
-        out += [f"    item [{i}]:", '        class = "IntervalTier" ', f'        name = "{name}" ',
-                "        xmin = 0 ", f"        xmax = {xmax} ", f"        intervals: size = {len(ivs)} "]
+        out += [
+            f"    item [{i}]:",
+            '        class = "IntervalTier" ',
+            f'        name = "{name}" ',
+            "        xmin = 0 ",
+            f"        xmax = {xmax} ",
+            f"        intervals: size = {len(ivs)} ",
+        ]
         for j, (a, b, t) in enumerate(ivs, 1):
-            out += [f"        intervals [{j}]:", f"            xmin = {a} ", f"            xmax = {b} ",
-                    '            text = "{}" '.format(t.replace('"', '""'))]
+            out += [
+                f"        intervals [{j}]:",
+                f"            xmin = {a} ",
+                f"            xmax = {b} ",
+                '            text = "{}" '.format(t.replace('"', '""')),
+            ]
     return "\n".join(out) + "\n"
 
 
@@ -46,8 +81,9 @@ def short_textgrid(tiers: dict[str, list], xmax: float) -> str:
     return "\n".join(out) + "\n"
 
 
-def make_librispeech(root: Path, sets=("dev-clean", "test-clean"), textgrids: Path | None = None,
-                     seconds: float = 0.5) -> dict[str, list[str]]:
+def make_librispeech(
+    root: Path, sets=("dev-clean", "test-clean"), textgrids: Path | None = None, seconds: float = 0.5
+) -> dict[str, list[str]]:
     """``root/LibriSpeech/<set>/<spk>/<chapter>/`` with FLAC + trans.txt; TextGrids (long and short) if asked."""
     rng = np.random.default_rng(0)
     utts: dict[str, list[str]] = {}
@@ -59,8 +95,13 @@ def make_librispeech(root: Path, sets=("dev-clean", "test-clean"), textgrids: Pa
             lines = []
             for i in range(2):
                 utt = f"{spk}-{chapter}-{i:04d}"
-                sf.write(d / f"{utt}.flac", (rng.normal(0, 1000, int(seconds * RATE))).astype(np.int16), RATE,
-                         format="FLAC", subtype="PCM_16")
+                sf.write(
+                    d / f"{utt}.flac",
+                    (rng.normal(0, 1000, int(seconds * RATE))).astype(np.int16),
+                    RATE,
+                    format="FLAC",
+                    subtype="PCM_16",
+                )
                 lines.append(f"{utt} THE CAT\n")
                 utts[name].append(utt)
                 if textgrids is not None:
@@ -83,7 +124,9 @@ def test_data_dirs_and_phone_segments_from_textgrids(tmp_path):
     assert read_table(data / "text")["84-121123-0001"] == "THE CAT"
     wav = read_table(data / "wav.scp")
     assert sorted(wav) == sorted(utts["dev-clean"])
-    assert wav["84-121123-0000"] == str((tmp_path / "corpus/LibriSpeech/dev-clean/84/121123/84-121123-0000.flac").resolve())
+    assert wav["84-121123-0000"] == str(
+        (tmp_path / "corpus/LibriSpeech/dev-clean/84/121123/84-121123-0000.flac").resolve()
+    )
     segs = read_segments(data / "phone_segments")
     assert segs["84-121123-0000"] == EXPECTED  # long format, <DIR>/<spk>/<utt>.TextGrid
     assert segs["84-121123-0001"] == EXPECTED  # short format, flat
@@ -129,22 +172,46 @@ BAD = {
     "missing set": (lambda c, g: None, ["dev-clean", "train-other-500"], r"train-other-500: set not found"),
     "flac without transcript": (
         lambda c, g: (c / "LibriSpeech/dev-clean/84/121123/84-121123.trans.txt").write_text("84-121123-0000 THE CAT\n"),
-        ["dev-clean"], r"84-121123-0001.flac: no transcript line \(1 such"),
-    "transcript without flac": (lambda c, g: (c / "LibriSpeech/dev-clean/84/121123/84-121123-0001.flac").unlink(),
-                                ["dev-clean"], r"1 transcript lines without a .flac \(e.g. 84-121123-0001\)"),
-    "missing textgrids": (lambda c, g: [p.unlink() for p in g.rglob("84-*.TextGrid")],
-                          ["dev-clean"], r"mfa: no TextGrid for 2 of 4 utterances of dev-clean"),
-    "ipa phones": (lambda c, g: _edit_textgrid(g, "84-121123-0000", [(0, 0.5, "ʃ")]),
-                   ["dev-clean"], r"phone 'ʃ' is not ARPAbet"),
-    "textgrid of longer audio": (lambda c, g: _edit_textgrid(g, "84-121123-0000", [(0, 0.9, "AH0")]),
-                                 ["dev-clean"], r"beyond the audio \(0.500 s\)"),
-    "no phones tier": (lambda c, g: next(g.rglob("84-121123-0000.TextGrid")).write_text(
-        long_textgrid({"words": WORDS}, 0.5)), ["dev-clean"], r"no 'phones' interval tier"),
-    "garbage textgrid": (lambda c, g: next(g.rglob("84-121123-0000.TextGrid")).write_text("hello"),
-                         ["dev-clean"], r"not a valid TextGrid"),
-    "8 kHz audio": (lambda c, g: sf.write(c / "LibriSpeech/dev-clean/84/121123/84-121123-0000.flac",
-                                          np.zeros(4000, np.int16), 8000, format="FLAC"),
-                    ["dev-clean"], r"sample rate 8000 Hz"),
+        ["dev-clean"],
+        r"84-121123-0001.flac: no transcript line \(1 such",
+    ),
+    "transcript without flac": (
+        lambda c, g: (c / "LibriSpeech/dev-clean/84/121123/84-121123-0001.flac").unlink(),
+        ["dev-clean"],
+        r"1 transcript lines without a .flac \(e.g. 84-121123-0001\)",
+    ),
+    "missing textgrids": (
+        lambda c, g: [p.unlink() for p in g.rglob("84-*.TextGrid")],
+        ["dev-clean"],
+        r"mfa: no TextGrid for 2 of 4 utterances of dev-clean",
+    ),
+    "ipa phones": (
+        lambda c, g: _edit_textgrid(g, "84-121123-0000", [(0, 0.5, "ʃ")]),
+        ["dev-clean"],
+        r"phone 'ʃ' is not ARPAbet",
+    ),
+    "textgrid of longer audio": (
+        lambda c, g: _edit_textgrid(g, "84-121123-0000", [(0, 0.9, "AH0")]),
+        ["dev-clean"],
+        r"beyond the audio \(0.500 s\)",
+    ),
+    "no phones tier": (
+        lambda c, g: next(g.rglob("84-121123-0000.TextGrid")).write_text(long_textgrid({"words": WORDS}, 0.5)),
+        ["dev-clean"],
+        r"no 'phones' interval tier",
+    ),
+    "garbage textgrid": (
+        lambda c, g: next(g.rglob("84-121123-0000.TextGrid")).write_text("hello"),
+        ["dev-clean"],
+        r"not a valid TextGrid",
+    ),
+    "8 kHz audio": (
+        lambda c, g: sf.write(
+            c / "LibriSpeech/dev-clean/84/121123/84-121123-0000.flac", np.zeros(4000, np.int16), 8000, format="FLAC"
+        ),
+        ["dev-clean"],
+        r"sample rate 8000 Hz",
+    ),
 }
 
 
@@ -161,8 +228,20 @@ def test_bad_input_is_one_data_error_and_writes_nothing(tmp_path, case):
 
 def test_cli_one_line_error(tmp_path, monkeypatch, capsys):
     make_librispeech(tmp_path / "corpus", sets=("dev-clean",))
-    monkeypatch.setattr(sys, "argv", ["snnasr", "prep", "librispeech", str(tmp_path / "corpus"), "--sets",
-                                      "dev-clean,test-clean", "-d", str(tmp_path / "recipe")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "snnasr",
+            "prep",
+            "librispeech",
+            str(tmp_path / "corpus"),
+            "--sets",
+            "dev-clean,test-clean",
+            "-d",
+            str(tmp_path / "recipe"),
+        ],
+    )
     with pytest.raises(SystemExit) as ex:
         cli_module.main()
     err = capsys.readouterr().err

@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 from snnasr.lang import load_lang, write_lang
-from snnasr.metrics import (EditCounts, collapse, edit_distance, frame_accuracy, phone_sequence,
-                            smooth_labels, total_edits)
+from snnasr.metrics import (
+    EditCounts,
+    collapse,
+    edit_distance,
+    frame_accuracy,
+    phone_sequence,
+    smooth_labels,
+    total_edits,
+)
 
 
 def test_edit_distance_counts_each_error_type():
@@ -72,10 +79,15 @@ def timit_like_lang(tmp_path):
     m61_48 = {"h#": "sil", "aa": "aa", "ao": "ao", "q": "-", "bcl": "vcl", "b": "b", "pau": "sil"}
     m48_39 = {"sil": "sil", "aa": "aa", "ao": "aa", "vcl": "sil", "b": "b"}
     m61_39 = {k: (m48_39[v] if v != "-" else "-") for k, v in m61_48.items()}
-    write_lang(tmp_path / "lang", {"phone61": p61, "phone48": p48, "phone39": p39}, default="phone48",
-               score="phone39", silence=["sil"], segment_level="phone61",
-               maps={("phone61", "phone48"): m61_48, ("phone61", "phone39"): m61_39,
-                     ("phone48", "phone39"): m48_39})
+    write_lang(
+        tmp_path / "lang",
+        {"phone61": p61, "phone48": p48, "phone39": p39},
+        default="phone48",
+        score="phone39",
+        silence=["sil"],
+        segment_level="phone61",
+        maps={("phone61", "phone48"): m61_48, ("phone61", "phone39"): m61_39, ("phone48", "phone39"): m48_39},
+    )
     return load_lang(tmp_path / "lang")
 
 

@@ -1,4 +1,5 @@
 """Neuron equations, layer-vs-reference checks, masking, parameter counts and a tiny overfit."""
+
 import copy
 
 import pytest
@@ -12,8 +13,7 @@ from snnasr.models.lif import LIFState, lif_step
 from snnasr.models.proposed import GatedSpikingLayer, GatedState, gated_step
 from snnasr.models.spikes import Quantizer, quant_scale, quantize
 
-ARCHS = [("lstm", {}), ("gru", {}), ("lif", {}), ("proposed", {"recurrent": True}),
-         ("proposed", {"recurrent": False})]
+ARCHS = [("lstm", {}), ("gru", {}), ("lif", {}), ("proposed", {"recurrent": True}), ("proposed", {"recurrent": False})]
 
 
 def _fixed_quantizer(n_bits: int, threshold: int, r: float) -> Quantizer:
@@ -41,8 +41,10 @@ def test_lif_step_by_hand():
     assert levels == [[0, 0], [3, 0], [0, 3], [0, 3]]
     delta = 1 / 0.9999
     assert torch.allclose(state.current, torch.tensor([[0.4375, 6.6]], dtype=torch.float64))
-    assert torch.allclose(state.membrane, torch.tensor([[3.25 - 3 * delta + 0.875 + 0.4375,
-                                                         3.1 - 3 * delta + 6.6 - 3 * delta]], dtype=torch.float64))
+    assert torch.allclose(
+        state.membrane,
+        torch.tensor([[3.25 - 3 * delta + 0.875 + 0.4375, 3.1 - 3 * delta + 6.6 - 3 * delta]], dtype=torch.float64),
+    )
 
 
 def test_gated_step_by_hand():
@@ -62,9 +64,13 @@ def test_gated_step_by_hand():
     assert levels == [[0, 1], [1, 2], [0, 1]]
     h2_0 = 0.25 + 0.5 * (0.2 + 0.5 * delta)
     assert torch.allclose(state.trace, torch.tensor([[0.5 * h2_0 + 0.5 * delta, 0.9375]], dtype=torch.float64))
-    assert torch.allclose(state.residual, torch.tensor([[0.5 + h2_0 - delta + 0.5 * h2_0 + 0.5 * delta,
-                                                         1.25 - delta + 1.875 - 2 * delta + 0.9375 - delta]],
-                                                       dtype=torch.float64))
+    assert torch.allclose(
+        state.residual,
+        torch.tensor(
+            [[0.5 + h2_0 - delta + 0.5 * h2_0 + 0.5 * delta, 1.25 - delta + 1.875 - 2 * delta + 0.9375 - delta]],
+            dtype=torch.float64,
+        ),
+    )
 
 
 def reference_forward(layer: GatedSpikingLayer, x: torch.Tensor, mask: torch.Tensor, r: float) -> torch.Tensor:
@@ -94,8 +100,11 @@ def reference_forward(layer: GatedSpikingLayer, x: torch.Tensor, mask: torch.Ten
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_gated_layer_matches_reference(recurrent):
     torch.manual_seed(0)
-    layer = GatedSpikingLayer(5, 6, recurrent=recurrent, dropout=0.0, batchnorm=True,
-                              quantizer=Quantizer(4, 1)).double().train()
+    layer = (
+        GatedSpikingLayer(5, 6, recurrent=recurrent, dropout=0.0, batchnorm=True, quantizer=Quantizer(4, 1))
+        .double()
+        .train()
+    )
     layer.quantizer.eval()
     layer.quantizer.range.fill_(1.5)
     ref = copy.deepcopy(layer)
@@ -121,8 +130,9 @@ def test_v1_has_no_recurrent_weights():
 
 
 def _weights(model) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if "weight" in n and p.dim() == 2
-               and not n.startswith("readout"))
+    return sum(
+        p.numel() for n, p in model.named_parameters() if "weight" in n and p.dim() == 2 and not n.startswith("readout")
+    )
 
 
 def test_parameter_counts():

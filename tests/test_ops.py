@@ -1,4 +1,5 @@
 """Operation counts against hand arithmetic, and activation statistics over valid frames only."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -35,12 +36,15 @@ def test_vanilla_snn_formula_and_ac_for_binary_input():
 
 
 # Proposed, H = 2, three frames, input nnz total 4, own previous output nnz total 2.
-@pytest.mark.parametrize("recurrent, convention, expected", [
-    (True, "honest", 2 * 4 * 2 + 2 * 2 * 2 + 8 * 2 * 3),    # 16 + 8 + 48 = 72
-    (False, "honest", 2 * 4 * 2 + 8 * 2 * 3),               # v1: no recurrent weights: 64
-    (True, "official", 2 * 4 * 2 + 2 * 4 * 2 + 8 * 2 * 3),  # quirk: input nnz twice: 80
-    (False, "official", 80),                                # same formula for v1
-])
+@pytest.mark.parametrize(
+    "recurrent, convention, expected",
+    [
+        (True, "honest", 2 * 4 * 2 + 2 * 2 * 2 + 8 * 2 * 3),  # 16 + 8 + 48 = 72
+        (False, "honest", 2 * 4 * 2 + 8 * 2 * 3),  # v1: no recurrent weights: 64
+        (True, "official", 2 * 4 * 2 + 2 * 4 * 2 + 8 * 2 * 3),  # quirk: input nnz twice: 80
+        (False, "official", 80),  # same formula for v1
+    ],
+)
 def test_proposed_honest_vs_official(recurrent, convention, expected):
     got = ops.layer_ops("proposed", 2, recurrent, nnz_in=4, nnz_prev=2, frames=3, convention=convention)
     assert got.total == expected
@@ -76,9 +80,9 @@ def test_readout_reference_params_and_energy():
 
 def _acts():
     """T=3, B=2, H=2; utterance 0 has 3 frames, utterance 1 has 2 (frame 2 is padding)."""
-    out = torch.tensor([[[1., 0.], [0., 0.]],
-                        [[1., 1.], [2., 0.]],
-                        [[0., 0.], [9., 9.]]])  # [2, 1] is padding
+    out = torch.tensor(
+        [[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [2.0, 0.0]], [[0.0, 0.0], [9.0, 9.0]]]
+    )  # [2, 1] is padding
     mask = torch.tensor([[True, True], [True, True], [True, False]])
     return out, mask
 
@@ -90,7 +94,7 @@ def test_nnz_prev_and_zero_fraction_over_valid_frames():
     assert ops.prev_nnz_total(out, mask) == 1 + 0 + 2
     assert ops.zero_counts(out, mask) == (10 - 4, 10)
     assert ops.is_binary(ops.nonzero_range(out, mask)) is False
-    assert ops.is_binary(ops.nonzero_range(torch.tensor([[[0.5, 0.], [0.5, 0.5]]]), torch.ones(1, 2, dtype=bool)))
+    assert ops.is_binary(ops.nonzero_range(torch.tensor([[[0.5, 0.0], [0.5, 0.5]]]), torch.ones(1, 2, dtype=bool)))
     assert ops.is_binary(None)  # all zero: nothing to multiply
 
 
@@ -99,20 +103,20 @@ def test_padding_content_changes_nothing():
     stats_a = ActivationStats(1)
     stats_a.update(out, mask, [out], [out])
     other = out.clone()
-    other[2, 1] = torch.tensor([-3., 0.5])  # garbage in the padded frame
+    other[2, 1] = torch.tensor([-3.0, 0.5])  # garbage in the padded frame
     stats_b = ActivationStats(1)
     stats_b.update(other, mask, [other], [other])
     assert vars(stats_a) == vars(stats_b)
     # Left padding: a frame after padding is a first frame (nothing before it counts).
-    left = torch.tensor([[[5.]], [[1.]]])
+    left = torch.tensor([[[5.0]], [[1.0]]])
     assert ops.prev_nnz_total(left, torch.tensor([[False], [True]])) == 0
 
 
 def test_count_ops_end_to_end_on_known_activations():
     # One proposed v2 layer (H=2) on binary spikes, readout with 3 classes; 2 valid frames.
     x = torch.tensor([[[0.3, 0.0, -1.2]], [[0.1, 0.2, 0.4]]])  # features: nnz 2 + 3
-    spikes_in = torch.tensor([[[1., 0., 1.]], [[0., 0., 1.]]])  # binary, nnz 2 + 1
-    spikes_out = torch.tensor([[[0., 1.]], [[1., 1.]]])  # binary, nnz 1 + 2, prev nnz 0 + 1
+    spikes_in = torch.tensor([[[1.0, 0.0, 1.0]], [[0.0, 0.0, 1.0]]])  # binary, nnz 2 + 1
+    spikes_out = torch.tensor([[[0.0, 1.0]], [[1.0, 1.0]]])  # binary, nnz 1 + 2, prev nnz 0 + 1
     mask = torch.ones(2, 1, dtype=torch.bool)
     stats = ActivationStats(1)
     stats.update(x, mask, [spikes_in], [spikes_out])

@@ -3,6 +3,7 @@
 These are the project's smoke tests in the spirit of Kaldi's egs/yesno and SpeechBrain's recipe
 tests: they check that every stage produced its files and that the report holds real numbers.
 """
+
 import json
 import shutil
 import subprocess
@@ -26,8 +27,9 @@ def _copy_recipe(name: str, tmp_path: Path) -> Path:
 
 
 def _make(recipe: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["make", "-C", str(recipe), f"SNNASR={SNNASR}", *args],
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        ["make", "-C", str(recipe), f"SNNASR={SNNASR}", *args], capture_output=True, text=True, timeout=1200
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -60,8 +62,10 @@ def test_yesno_recipe_real_kaldi_alignments(tmp_path):
     recipe = _copy_recipe("yesno", tmp_path)
     _make(recipe, f"YESNO={SHARED_YESNO}")
     _check_results(recipe, ["lstm", "proposed", "lstm_phone", "proposed_phone"], "train_yesno")
-    levels = {json.loads((recipe / "exp" / run / "eval_train_yesno" / "results.json").read_text())["label_level"]
-              for run in ("proposed", "proposed_phone")}
+    levels = {
+        json.loads((recipe / "exp" / run / "eval_train_yesno" / "results.json").read_text())["label_level"]
+        for run in ("proposed", "proposed_phone")
+    }
     assert levels == {"pdf", "phone"}
 
 
@@ -70,6 +74,7 @@ TINY_TRAIN = "TRAIN_ARGS=model.hidden=8 train.epochs=1 train.curriculum=1000*1"
 
 def test_timit_recipe_on_ldc_layout_fixture(tmp_path):
     from timit_fixture import make_timit
+
     mini = make_timit(tmp_path / "TIMIT", train_speakers=3, dev_speakers=1, test_speakers=1)
     recipe = _copy_recipe("timit", tmp_path)
     _make(recipe, f"TIMIT={mini.root}", TINY_TRAIN, "ARCHS=lstm proposed", "JOBS=1")
@@ -78,11 +83,19 @@ def test_timit_recipe_on_ldc_layout_fixture(tmp_path):
 
 def test_librispeech_recipe_on_fixture_with_textgrids(tmp_path):
     from test_librispeech import make_librispeech
-    make_librispeech(tmp_path / "corpus", sets=("train-clean-100", "dev-clean", "test-clean"),
-                     textgrids=tmp_path / "mfa")
+
+    make_librispeech(
+        tmp_path / "corpus", sets=("train-clean-100", "dev-clean", "test-clean"), textgrids=tmp_path / "mfa"
+    )
     recipe = _copy_recipe("librispeech", tmp_path)
-    _make(recipe, f"LIBRISPEECH={tmp_path / 'corpus'}", f"TEXTGRIDS={tmp_path / 'mfa'}", TINY_TRAIN,
-          "ARCHS=lstm proposed", "JOBS=1")
+    _make(
+        recipe,
+        f"LIBRISPEECH={tmp_path / 'corpus'}",
+        f"TEXTGRIDS={tmp_path / 'mfa'}",
+        TINY_TRAIN,
+        "ARCHS=lstm proposed",
+        "JOBS=1",
+    )
     _check_results(recipe, ["lstm", "proposed"], "test_clean")
 
 

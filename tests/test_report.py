@@ -1,4 +1,5 @@
 """report built from fake results.json / metrics.jsonl files."""
+
 import csv
 import json
 
@@ -13,16 +14,41 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def fake_result(run, arch, acc, seed=1, key="cfgA", level="phone48", set_name="test", ops=True):
-    r = {"run": run, "arch": arch, "arch_label": arch, "set": set_name, "label_level": level,
-         "score_level": "phone39", "frames": 1000, "seed": seed, "config_key": key,
-         "accuracy": {level: acc - 0.05, "phone39": acc}, "frame_accuracy": acc,
-         "per": {"level": "phone39", "per": 1 - acc, "substitutions": 3, "deletions": 2, "insertions": 1,
-                 "ref_phones": 20},
-         "zero_frac": {"layers": [0.8, 0.9], "overall": 0.85}, "params": 1000}
+    r = {
+        "run": run,
+        "arch": arch,
+        "arch_label": arch,
+        "set": set_name,
+        "label_level": level,
+        "score_level": "phone39",
+        "frames": 1000,
+        "seed": seed,
+        "config_key": key,
+        "accuracy": {level: acc - 0.05, "phone39": acc},
+        "frame_accuracy": acc,
+        "per": {
+            "level": "phone39",
+            "per": 1 - acc,
+            "substitutions": 3,
+            "deletions": 2,
+            "insertions": 1,
+            "ref_phones": 20,
+        },
+        "zero_frac": {"layers": [0.8, 0.9], "overall": 0.85},
+        "params": 1000,
+    }
     if ops:
-        r["ops"] = {"convention": "honest", "energy_preset": "45nm-fp32", "normalised_vs_lstm": 0.1,
-                    "mac_per_frame": 1000.0, "ac_per_frame": 500.0, "total_per_frame": 1500.0,
-                    "energy_pj_per_frame": 5050.0, "mac_ac_rule": "AC = binary", "energy_note": "estimate"}
+        r["ops"] = {
+            "convention": "honest",
+            "energy_preset": "45nm-fp32",
+            "normalised_vs_lstm": 0.1,
+            "mac_per_frame": 1000.0,
+            "ac_per_frame": 500.0,
+            "total_per_frame": 1500.0,
+            "energy_pj_per_frame": 5050.0,
+            "mac_ac_rule": "AC = binary",
+            "energy_note": "estimate",
+        }
     return r
 
 
@@ -31,8 +57,9 @@ def write_run(recipe, result, curve=True):
     (run_dir / f"eval_{result['set']}").mkdir(parents=True)
     (run_dir / f"eval_{result['set']}" / "results.json").write_text(json.dumps(result))
     if curve:
-        lines = [{"epoch": e, "loss": 1.0 / (e + 1), "dev_acc": 0.5 + 0.05 * e, "zero_frac": [0.8, 0.9]}
-                 for e in range(4)]
+        lines = [
+            {"epoch": e, "loss": 1.0 / (e + 1), "dev_acc": 0.5 + 0.05 * e, "zero_frac": [0.8, 0.9]} for e in range(4)
+        ]
         lines.insert(1, {"epoch": 9})  # no dev_acc: skipped, not an error
         (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{truncated")
     return run_dir

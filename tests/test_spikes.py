@@ -1,4 +1,5 @@
 """Quantiser levels, range tracking, straight-through gradient and the surrogate registry."""
+
 import pytest
 import torch
 
@@ -13,13 +14,16 @@ def _levels(n_bits: int, threshold: int) -> set[int]:
     return set(torch.round(s * quant_scale(r, n_bits)).long().tolist())
 
 
-@pytest.mark.parametrize("n_bits, threshold, expected", [
-    (1, 0, {0, 1}),
-    (2, 0, {-1, 0, 1}),
-    (3, 0, set(range(-3, 4))),
-    (3, 1, {-3, -2, 0, 2, 3}),
-    (6, 3, {0} | set(range(4, 32)) | set(range(-31, -3))),
-])
+@pytest.mark.parametrize(
+    "n_bits, threshold, expected",
+    [
+        (1, 0, {0, 1}),
+        (2, 0, {-1, 0, 1}),
+        (3, 0, set(range(-3, 4))),
+        (3, 1, {-3, -2, 0, 2, 3}),
+        (6, 3, {0} | set(range(4, 32)) | set(range(-31, -3))),
+    ],
+)
 def test_levels(n_bits, threshold, expected):
     assert _levels(n_bits, threshold) == expected
 
@@ -59,7 +63,7 @@ def test_ema_update_and_bias_correction():
     m_min, m_max = 0.9 * -0.2 + 0.1 * -1.0, 0.9 * 0.1 + 0.1 * 4.0
     assert torch.allclose(q.ema, torch.tensor([m_min, m_max]))
     assert float(q.calls) == 2
-    assert float(q.range) == pytest.approx(max(abs(m_min), abs(m_max)) / (1 - 0.9 ** 2))
+    assert float(q.range) == pytest.approx(max(abs(m_min), abs(m_max)) / (1 - 0.9**2))
     assert {"ema", "calls", "range"} <= set(q.state_dict())
 
 

@@ -1,4 +1,5 @@
 """The synthetic TIMIT: layout, determinism, audio formats, labels, voice checks, re-runs."""
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,10 @@ def test_held_out_voices_and_texts_never_in_training(corpus):
     held = [s for s in speakers if s["split"] != "train"]
     assert {s["voice"] for s in train}.isdisjoint({s["voice"] for s in held})
     assert len({s["voice"] for s in speakers}) == len(speakers)
-    texts = {split: {n for s in group for n in s["sentences"] if not n.startswith("SA")}
-             for split, group in (("train", train), ("held", held))}
+    texts = {
+        split: {n for s in group for n in s["sentences"] if not n.startswith("SA")}
+        for split, group in (("train", train), ("held", held))
+    }
     assert texts["train"].isdisjoint(texts["held"])
 
 
@@ -154,14 +157,16 @@ def test_phone_table_targets_are_timit61_and_known_to_the_timit_maps():
     assert targets <= synth.TIMIT61
     timit_map = Path(synth.__file__).resolve().parents[1] / "resources" / "phones.60-48-39.map"
     if timit_map.is_file():
-        known = {line.split()[0] for line in timit_map.read_text().splitlines()
-                 if line.strip() and not line.startswith("#")}
+        known = {
+            line.split()[0] for line in timit_map.read_text().splitlines() if line.strip() and not line.startswith("#")
+        }
         assert targets <= known
 
 
 def test_espeak_output_depends_on_neither_history_nor_clock():
     """espeak keeps state across calls and seeds its noise from time(); both must be neutralised."""
     import time
+
     engine = synth.Espeak()
     text = synth.harvard_sentences()[10]
     first = engine.speak(text, "en-us+f5", rate=150, seed=3)

@@ -1,4 +1,5 @@
 """snnasr prep timit on generated LDC-layout copies: splits, tables, lang maps, and every bad input."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,13 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from timit_fixture import make_timit, write_speaker_list
 
 from snnasr import cli as cli_module
 from snnasr.data.datadir import read_segments, read_table, validate_data_dir
 from snnasr.data.timit import phone_map, prepare_timit, standard_speakers
 from snnasr.io import DataError
 from snnasr.lang import load_lang
-from timit_fixture import make_timit, write_speaker_list
 
 
 def _speakers(recipe, name):
@@ -110,8 +111,7 @@ def test_custom_speaker_lists(tmp_path):
     dev = write_speaker_list(tmp_path / "dev.list", ["# held-out voices", mini.speakers["other"][0].upper()])
     test = write_speaker_list(tmp_path / "test.list", [mini.speakers["other"][1], "", mini.speakers["test"][0]])
     recipe = tmp_path / "recipe"
-    assert prepare_timit(mini.root, recipe, dev_speakers=dev, test_speakers=test) == \
-        {"train": 4, "dev": 2, "test": 4}
+    assert prepare_timit(mini.root, recipe, dev_speakers=dev, test_speakers=test) == {"train": 4, "dev": 2, "test": 4}
     assert _speakers(recipe, "dev") == [mini.speakers["other"][0]]
     assert _speakers(recipe, "test") == sorted([mini.speakers["other"][1], mini.speakers["test"][0]])
 
@@ -128,20 +128,28 @@ def test_partial_copy_keeps_the_standard_speakers_it_has(tmp_path):
     assert prepare_timit(mini.root, tmp_path / "recipe") == {"train": 4, "dev": 2, "test": 6}
 
 
-@pytest.mark.parametrize("dev, test, message", [
-    (["fzzz0", "nobody9"], ["mdab0"], r"dev.list: 1 dev speakers not in .*nobody9"),
-    (["fzzz0"], ["fzzz0"], r"fzzz0 in both the dev and the test list"),
-    ([], ["mdab0"], r"dev.list: dev speaker list is empty"),
-])
+@pytest.mark.parametrize(
+    "dev, test, message",
+    [
+        (["fzzz0", "nobody9"], ["mdab0"], r"dev.list: 1 dev speakers not in .*nobody9"),
+        (["fzzz0"], ["fzzz0"], r"fzzz0 in both the dev and the test list"),
+        ([], ["mdab0"], r"dev.list: dev speaker list is empty"),
+    ],
+)
 def test_bad_custom_lists(tmp_path, dev, test, message):
     mini = make_timit(tmp_path / "TIMIT")
     with pytest.raises(DataError, match=message):
-        prepare_timit(mini.root, tmp_path / "recipe", dev_speakers=write_speaker_list(tmp_path / "dev.list", dev),
-                      test_speakers=write_speaker_list(tmp_path / "test.list", test))
+        prepare_timit(
+            mini.root,
+            tmp_path / "recipe",
+            dev_speakers=write_speaker_list(tmp_path / "dev.list", dev),
+            test_speakers=write_speaker_list(tmp_path / "test.list", test),
+        )
     assert not (tmp_path / "recipe").exists()
 
 
 # --- bad inputs: each mutates a fresh mini corpus; prep must fail with one line and write nothing ---
+
 
 def _write_phn(mini, utt, rows):
     mini.audio[utt].with_suffix(".PHN").write_text("".join(f"{s} {e} {p}\n" for s, e, p in rows))
@@ -153,11 +161,11 @@ def _replace_audio(mini, utt, audio, rate):
 
 def _truncate(mini, utt):
     data = mini.audio[utt].read_bytes()
-    mini.audio[utt].write_bytes(data[:len(data) // 2])
+    mini.audio[utt].write_bytes(data[: len(data) // 2])
 
 
 def _drop_train_audio(mini):
-    for utt, path in mini.audio.items():
+    for _utt, path in mini.audio.items():
         if "/TRAIN/" in str(path):
             path.unlink()
 
@@ -170,16 +178,26 @@ BAD_INPUTS = {
     "no audio": (_drop_train_audio, r"TRAIN: no audio found"),
     "wav without phn": (lambda m: m.audio[UTT].with_suffix(".PHN").unlink(), r"SI1027.WAV: no .PHN beside"),
     "phn without wav": (lambda m: m.audio["mdab1_sx127"].unlink(), r"SX127.PHN: no .WAV beside"),
-    "overlap": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (800, 1500, "aa"), (1500, 2000, "h#")]),
-                r"SI1027.PHN:2: segment starts at 800, inside the previous one"),
-    "reversed": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (1500, 1000, "aa")]),
-                 r"SI1027.PHN:2: segment ends \(1000\) before it starts"),
-    "gap": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (950, 1500, "aa"), (1500, 2000, "h#")]),
-            r"SI1027.PHN:2: segment starts at 950, after a gap"),
-    "beyond audio": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (900, 10 ** 6, "h#")]),
-                     r"SI1027.PHN:2: segment ends at sample 1000000, beyond the \d+ samples"),
-    "unknown label": (lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (900, 1000, "xyz")]),
-                      r"SI1027.PHN:2: unknown phone 'xyz'"),
+    "overlap": (
+        lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (800, 1500, "aa"), (1500, 2000, "h#")]),
+        r"SI1027.PHN:2: segment starts at 800, inside the previous one",
+    ),
+    "reversed": (
+        lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (1500, 1000, "aa")]),
+        r"SI1027.PHN:2: segment ends \(1000\) before it starts",
+    ),
+    "gap": (
+        lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (950, 1500, "aa"), (1500, 2000, "h#")]),
+        r"SI1027.PHN:2: segment starts at 950, after a gap",
+    ),
+    "beyond audio": (
+        lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (900, 10**6, "h#")]),
+        r"SI1027.PHN:2: segment ends at sample 1000000, beyond the \d+ samples",
+    ),
+    "unknown label": (
+        lambda m: _write_phn(m, UTT, [(0, 900, "h#"), (900, 1000, "xyz")]),
+        r"SI1027.PHN:2: unknown phone 'xyz'",
+    ),
     "garbled phn": (lambda m: _write_phn(m, UTT, [(0, "nine", "h#")]), r"SI1027.PHN:1: expected"),
     "unreadable audio": (lambda m: m.audio[UTT].write_bytes(b"not audio at all" * 10), r"SI1027.WAV: unreadable audio"),
     "zero-byte audio": (lambda m: m.audio[UTT].write_bytes(b""), r"SI1027.WAV: unreadable audio"),
@@ -228,8 +246,9 @@ def test_cli_no_match_names_the_options(tmp_path, monkeypatch, capsys):
 def test_cli_success(tmp_path):
     mini = make_timit(tmp_path / "TIMIT")
     dev = write_speaker_list(tmp_path / "dev.list", mini.speakers["dev"])
-    result = CliRunner().invoke(cli_module.cli, ["prep", "timit", str(mini.root), "--dev-speakers", str(dev),
-                                                 "-d", str(tmp_path / "recipe")])
+    result = CliRunner().invoke(
+        cli_module.cli, ["prep", "timit", str(mini.root), "--dev-speakers", str(dev), "-d", str(tmp_path / "recipe")]
+    )
     assert result.exit_code == 0, result.output
     assert "utterances: train 4, dev 4, test 4" in result.output
     assert (tmp_path / "recipe" / "data" / "lang" / "labels.yaml").is_file()

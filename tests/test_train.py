@@ -67,8 +67,19 @@ DEV = [20, 45, 9, 70]
 
 
 def _cfg(*extra):
-    return load_config(None, ["model.arch=gru", "train.epochs=2", "train.batch_frames=64", "train.lr=0.01",
-                              "train.curriculum=20*1|40*1", "train.eval_max_len=50", "train.log_every=2", *extra])
+    return load_config(
+        None,
+        [
+            "model.arch=gru",
+            "train.epochs=2",
+            "train.batch_frames=64",
+            "train.lr=0.01",
+            "train.curriculum=20*1|40*1",
+            "train.eval_max_len=50",
+            "train.log_every=2",
+            *extra,
+        ],
+    )
 
 
 def _data():
@@ -127,13 +138,31 @@ def test_fit_writes_run_and_model_loads(tmp_path, tiny_build):
     metrics = T.fit(_cfg(), train, dev, tmp_path / "run", device="cpu")
     run = tmp_path / "run"
     assert len(metrics) == 2
-    for name in ("config.yaml", "model.pt", "metrics.jsonl", "train.log", "checkpoints/epoch1.pt",
-                 "checkpoints/epoch2.pt"):
+    for name in (
+        "config.yaml",
+        "model.pt",
+        "metrics.jsonl",
+        "train.log",
+        "checkpoints/epoch1.pt",
+        "checkpoints/epoch2.pt",
+    ):
         assert (run / name).is_file(), name
     rows = _jsonl(run / "metrics.jsonl")
     assert _stable(rows) == _stable(metrics)
-    for key in ("epoch", "loss", "acc", "dev_loss", "dev_acc", "lr", "zero_pct", "dev_zero_pct", "max_len",
-                "seconds", "frames_per_s", "best"):
+    for key in (
+        "epoch",
+        "loss",
+        "acc",
+        "dev_loss",
+        "dev_acc",
+        "lr",
+        "zero_pct",
+        "dev_zero_pct",
+        "max_len",
+        "seconds",
+        "frames_per_s",
+        "best",
+    ):
         assert key in rows[0], key
     assert [r["max_len"] for r in rows] == [20, 40]
     assert len(rows[0]["zero_pct"]) == 2 and 0 < rows[0]["zero_pct"][0] < 100
@@ -150,6 +179,7 @@ def test_fit_writes_run_and_model_loads(tmp_path, tiny_build):
     assert not model.training
     # The loaded model reproduces the recorded dev accuracy.
     from snnasr.batching import epoch_batches, pack
+
     d = pack(T._items(dev), 3)
     assert T.evaluate(model, epoch_batches(d, 50, 64, None), d)["acc"] == pytest.approx(meta["dev_acc"])
 
@@ -222,6 +252,7 @@ def test_load_model_without_model_is_an_error(tmp_path):
 def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeypatch):
     import os
     import signal
+
     straight = T.fit(_cfg(), *_data(), tmp_path / "a", device="cpu")
     real_step, calls = T._train_step, {"n": 0}
 
@@ -237,6 +268,7 @@ def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeyp
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / "epoch2.interrupted.pt", weights_only=False)
     from snnasr.batching import epoch_batches, pack
+
     n_epoch1 = len(epoch_batches(pack(T._items(_data()[0]), 3), 20, 64, seed=T.batch_seed(1, 0)))
     assert ckpt["epoch"] == 1 and ckpt["step"] == 9 - n_epoch1 > 0  # call 9 completed, call 10 never ran
     monkeypatch.setattr(T, "_train_step", real_step)
@@ -263,8 +295,10 @@ def test_real_models_resume_exactly(tmp_path, arch):
 
 def _recipe(tmp_path):
     from snnasr.lang import write_lang
-    write_lang(tmp_path / "data" / "lang", {"phone": ["a", "b", "sil"]}, default="phone", score="phone",
-               silence=["sil"])
+
+    write_lang(
+        tmp_path / "data" / "lang", {"phone": ["a", "b", "sil"]}, default="phone", score="phone", silence=["sil"]
+    )
     return tmp_path
 
 
@@ -303,14 +337,16 @@ def test_run_training_names_what_is_missing(tmp_path):
 def _fabricate_recipe(root):
     """data/lang + data/{train,dev} with feats/labels arks, cmvn none (as `snnasr features` leaves them)."""
     from snnasr.kaldi.ark import write_mat_ark_scp, write_vec_int_ark_scp
+
     recipe = _recipe(root)
     for name, data in (("train", TinyData(TRAIN, seed=1)), ("dev", TinyData(DEV, seed=2))):
         d = recipe / "data" / name
         (d / "conf").mkdir(parents=True)
         (d / "conf" / "features.yaml").write_text("hash: fabricated-for-test\ncmvn: none\n")
         write_mat_ark_scp([(u, x.numpy()) for u, x, _ in data.items], d / "feats.ark", d / "feats.scp")
-        write_vec_int_ark_scp([(u, y.numpy()) for u, _, y in data.items], d / "labels_phone.ark",
-                              d / "labels_phone.scp")
+        write_vec_int_ark_scp(
+            [(u, y.numpy()) for u, _, y in data.items], d / "labels_phone.ark", d / "labels_phone.scp"
+        )
     return recipe
 
 
@@ -324,9 +360,21 @@ def test_cli_train_resume_and_interrupt(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from snnasr.cli import cli
+
     recipe = _fabricate_recipe(tmp_path)
-    base = ["train", "--arch", "proposed", "-d", str(recipe), "--device", "cpu", "model.hidden=8",
-            "train.batch_frames=64", "train.curriculum=20*1|40*1", "train.eval_max_len=50"]
+    base = [
+        "train",
+        "--arch",
+        "proposed",
+        "-d",
+        str(recipe),
+        "--device",
+        "cpu",
+        "model.hidden=8",
+        "train.batch_frames=64",
+        "train.curriculum=20*1|40*1",
+        "train.eval_max_len=50",
+    ]
     runner = CliRunner()
     result = runner.invoke(cli, base + ["train.epochs=1"])
     assert result.exit_code == 0, result.output

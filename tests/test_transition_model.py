@@ -1,4 +1,5 @@
 """TransitionModel parsing: Kaldi's real yes/no model, and hand-made text/binary Triples/Tuples models."""
+
 from __future__ import annotations
 
 import struct
@@ -23,6 +24,7 @@ def transcripts() -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------- the real Kaldi model and alignments
 
+
 @pytest.fixture(scope="module")
 def yesno_model():
     return read_transition_model(DATA / "exp" / "mono" / "40.mdl")
@@ -37,8 +39,9 @@ def test_real_binary_model_matches_topology_arithmetic(yesno_model):
     assert m.topology[Y][0].transitions == ((0, pytest.approx(0.75)), (1, pytest.approx(0.25)))
     assert m.num_transition_ids == 18 + 6 + 6 == 30
     assert m.num_pdfs == 11
-    assert list(m.tuples) == [(SIL, s, s, s) for s in range(5)] + [(Y, s, 5 + s, 5 + s) for s in range(3)] \
-        + [(N, s, 8 + s, 8 + s) for s in range(3)]
+    assert list(m.tuples) == [(SIL, s, s, s) for s in range(5)] + [(Y, s, 5 + s, 5 + s) for s in range(3)] + [
+        (N, s, 8 + s, 8 + s) for s in range(3)
+    ]
     expected_pdf = [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 2 + [5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10]
     assert m.tid_pdf[1:].tolist() == expected_pdf
     assert m.tid_phone[1:].tolist() == [SIL] * 18 + [Y] * 6 + [N] * 6
@@ -50,8 +53,11 @@ def test_real_binary_model_matches_topology_arithmetic(yesno_model):
 def word_sequence(model, ali: np.ndarray) -> tuple[list[str], int, int]:
     """Non-silence phone instances as words; an instance restarts when the HMM state goes back."""
     phones, states = model.phones_per_frame(ali), model.tid_hmm_state[ali]
-    starts = [i for i in range(len(ali))
-              if i == 0 or phones[i] != phones[i - 1] or (phones[i] != SIL and states[i] < states[i - 1])]
+    starts = [
+        i
+        for i in range(len(ali))
+        if i == 0 or phones[i] != phones[i - 1] or (phones[i] != SIL and states[i] < states[i - 1])
+    ]
     words = [{Y: "YES", N: "NO"}[int(phones[i])] for i in starts if phones[i] != SIL]
     return words, int(phones[0]), int(phones[-1])
 
@@ -79,8 +85,9 @@ def mfcc_frames(wav: Path) -> int:
 
     assert "--sample-frequency=8000" in (DATA / "conf" / "mfcc.conf").read_text()
     samples, rate = sf.read(str(wav), dtype="int16")
-    feats = kaldi.mfcc(torch.from_numpy(samples.astype(np.float32))[None], sample_frequency=rate,
-                       use_energy=False, dither=0.0)
+    feats = kaldi.mfcc(
+        torch.from_numpy(samples.astype(np.float32))[None], sample_frequency=rate, use_energy=False, dither=0.0
+    )
     return feats.shape[0]
 
 
@@ -119,8 +126,10 @@ def test_transition_id_outside_model_is_a_data_error(yesno_model):
 
 # Two phones, three emitting states with self-loops, and a final state.  Phone 2 lists its arcs
 # forward-first, so the self-loop is found by destination, not by position.
-ARCS = {1: [[(0, 0.5), (1, 0.5)], [(1, 0.5), (2, 0.5)], [(2, 0.5), (3, 0.5)], []],
-        2: [[(1, 0.4), (0, 0.6)], [(1, 0.5), (2, 0.5)], [(2, 0.5), (3, 0.5)], []]}
+ARCS = {
+    1: [[(0, 0.5), (1, 0.5)], [(1, 0.5), (2, 0.5)], [(2, 0.5), (3, 0.5)], []],
+    2: [[(1, 0.4), (0, 0.6)], [(1, 0.5), (2, 0.5)], [(2, 0.5), (3, 0.5)], []],
+}
 TUPLES = [(1, 0, 0, 1), (1, 1, 2, 3), (1, 2, 4, 5), (2, 0, 6, 7), (2, 1, 8, 9), (2, 2, 10, 11)]
 TRIPLES = [(1, 0, 0), (1, 1, 1), (1, 2, 2), (2, 0, 3), (2, 1, 4), (2, 2, 5)]
 
@@ -146,6 +155,7 @@ def text_model(tuples: bool) -> str:
 
 def binary_model(tuples: bool) -> bytes:
     """Serialise ARCS and TUPLES/TRIPLES as Kaldi's binary TransitionModel::Write would."""
+
     def tok(t: str) -> bytes:
         return t.encode() + b" "
 
@@ -174,10 +184,20 @@ def binary_model(tuples: bool) -> bytes:
 
 
 # transition id -> (phone, hmm_state, pdf, self-loop) worked out by hand from ARCS and TUPLES
-TUPLES_BY_HAND = [(1, 0, 1, True), (1, 0, 0, False), (1, 1, 3, True), (1, 1, 2, False),
-                  (1, 2, 5, True), (1, 2, 4, False),
-                  (2, 0, 6, False), (2, 0, 7, True), (2, 1, 9, True), (2, 1, 8, False),
-                  (2, 2, 11, True), (2, 2, 10, False)]
+TUPLES_BY_HAND = [
+    (1, 0, 1, True),
+    (1, 0, 0, False),
+    (1, 1, 3, True),
+    (1, 1, 2, False),
+    (1, 2, 5, True),
+    (1, 2, 4, False),
+    (2, 0, 6, False),
+    (2, 0, 7, True),
+    (2, 1, 9, True),
+    (2, 1, 8, False),
+    (2, 2, 11, True),
+    (2, 2, 10, False),
+]
 
 
 def write_model(tmp_path, binary: bool, tuples: bool):
@@ -191,8 +211,10 @@ def write_model(tmp_path, binary: bool, tuples: bool):
 
 
 def table(m) -> list[tuple[int, int, int, bool]]:
-    return [(int(m.tid_phone[t]), int(m.tid_hmm_state[t]), int(m.tid_pdf[t]), bool(m.tid_self_loop[t]))
-            for t in range(1, m.num_transition_ids + 1)]
+    return [
+        (int(m.tid_phone[t]), int(m.tid_hmm_state[t]), int(m.tid_pdf[t]), bool(m.tid_self_loop[t]))
+        for t in range(1, m.num_transition_ids + 1)
+    ]
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
@@ -222,12 +244,14 @@ def test_binary_and_text_parse_alike(tmp_path):
     t, b = read_transition_model(tmp_path / "t.mdl"), read_transition_model(tmp_path / "b.mdl")
     assert t.tuples == b.tuples and t.topology.keys() == b.topology.keys()
     for phone in t.topology:
-        assert [s.transitions for s in t.topology[phone]] == \
-            [tuple((d, pytest.approx(p)) for d, p in s.transitions) for s in b.topology[phone]]
+        assert [s.transitions for s in t.topology[phone]] == [
+            tuple((d, pytest.approx(p)) for d, p in s.transitions) for s in b.topology[phone]
+        ]
 
 
-@pytest.mark.parametrize("content", [b"hello world\n", b"", b"\0BContextDependency \x04\x01\x00\x00\x00",
-                                     bytes(range(256)) * 4])
+@pytest.mark.parametrize(
+    "content", [b"hello world\n", b"", b"\0BContextDependency \x04\x01\x00\x00\x00", bytes(range(256)) * 4]
+)
 def test_not_a_model_is_a_data_error(tmp_path, content):
     path = tmp_path / "tree"
     path.write_bytes(content)

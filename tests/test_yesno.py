@@ -1,4 +1,5 @@
 """prep yesno: Kaldi's yes/no corpus as data/train_yesno and data/test_yesno."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,8 +22,10 @@ def test_mini_corpus(tmp_path, corpus):
     assert prepare_yesno(corpus, tmp_path) == {"train_yesno": 2, "test_yesno": 1}
     train, test = tmp_path / "data" / "train_yesno", tmp_path / "data" / "test_yesno"
     assert validate_data_dir(train) == {"utterances": 2, "speakers": 1}
-    assert read_table(train / "text") == {"0_0_0_0_1_1_1_1": "NO NO NO NO YES YES YES YES",
-                                          "0_0_1_0_0_1_1_0": "NO NO YES NO NO YES YES NO"}
+    assert read_table(train / "text") == {
+        "0_0_0_0_1_1_1_1": "NO NO NO NO YES YES YES YES",
+        "0_0_1_0_0_1_1_0": "NO NO YES NO NO YES YES NO",
+    }
     assert read_table(test / "utt2spk") == {"1_0_0_0_0_0_0_1": "global"}
     assert read_table(test / "spk2utt") == {"global": "1_0_0_0_0_0_0_1"}
     wav = Path(read_table(test / "wav.scp")["1_0_0_0_0_0_0_1"])

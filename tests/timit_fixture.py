@@ -5,6 +5,7 @@
 neither list, which prep must ignore), SA1/SA2 for everyone (which prep must drop), and audio whose
 pitch follows the phone of each ``.PHN`` segment, so models can learn something from it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,10 +30,19 @@ class MiniTimit:
     audio: dict[str, Path] = field(default_factory=dict)  # uttid (SA included) -> the .WAV written
 
 
-def make_timit(root: Path, upper: bool = True, sphere_first: bool = True, riff_copies: bool = False,
-               train_speakers: int = 2, dev_speakers: int = 2, test_speakers: int = 2, other_speakers: int = 1,
-               sentences: tuple[str, ...] = ("SI1027", "SX127"), duration_s: float = 0.5,
-               seed: int = 0) -> MiniTimit:
+def make_timit(
+    root: Path,
+    upper: bool = True,
+    sphere_first: bool = True,
+    riff_copies: bool = False,
+    train_speakers: int = 2,
+    dev_speakers: int = 2,
+    test_speakers: int = 2,
+    other_speakers: int = 1,
+    sentences: tuple[str, ...] = ("SI1027", "SX127"),
+    duration_s: float = 0.5,
+    seed: int = 0,
+) -> MiniTimit:
     """Write a mini LDC TIMIT under ``root``; return what was written.
 
     upper: LDC upper-case names (``TRAIN/DR1/FCJF0/SI1027.WAV``) or the lower-case copy.
@@ -44,8 +54,15 @@ def make_timit(root: Path, upper: bool = True, sphere_first: bool = True, riff_c
     rng = np.random.default_rng(seed)
     case = str.upper if upper else str.lower
     dev, test = standard_speakers("dev")[:dev_speakers], standard_speakers("test")[:test_speakers]
-    mini = MiniTimit(Path(root), {"train": TRAIN_SPEAKERS[:train_speakers], "dev": dev, "test": test,
-                                  "other": OTHER_TEST_SPEAKERS[:other_speakers]})
+    mini = MiniTimit(
+        Path(root),
+        {
+            "train": TRAIN_SPEAKERS[:train_speakers],
+            "dev": dev,
+            "test": test,
+            "other": OTHER_TEST_SPEAKERS[:other_speakers],
+        },
+    )
     first = True
     for split, group in (("train", "train"), ("test", "dev"), ("test", "test"), ("test", "other")):
         for i, spk in enumerate(mini.speakers[group]):
@@ -60,8 +77,7 @@ def make_timit(root: Path, upper: bool = True, sphere_first: bool = True, riff_c
                 first = first and not sphere
                 if riff_copies:
                     sf.write(wav.with_name(wav.name + ".wav"), audio, RATE, format="WAV", subtype="PCM_16")
-                stem.with_name(stem.name + case(".phn")).write_text(
-                    "".join(f"{s} {e} {p}\n" for s, e, p in segs))
+                stem.with_name(stem.name + case(".phn")).write_text("".join(f"{s} {e} {p}\n" for s, e, p in segs))
                 stem.with_name(stem.name + case(".wrd")).write_text(f"0 {segs[-1][1]} word\n")
                 stem.with_name(stem.name + case(".txt")).write_text(f"0 {segs[-1][1]} A sentence.\n")
                 uttid = f"{spk}_{sent.lower()}"

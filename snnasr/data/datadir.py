@@ -8,12 +8,13 @@ Tables are ``<key> <value>`` lines sorted by key in C-locale (byte) order, as Ka
     audio's own rate (as in TIMIT ``.PHN``), covering the utterance in order.  Frame labels
     are derived from it by :mod:`snnasr.labels`.
 """
+
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from snnasr.io import DataError, atomic_write
 
@@ -87,9 +88,13 @@ def write_segments(path: str | os.PathLike, segs: Mapping[str, list[tuple[int, i
                 f.write(f"{utt} {start} {end} {phone}\n")
 
 
-def write_data_dir(out: str | os.PathLike, wav: Mapping[str, str], text: Mapping[str, str],
-                   utt2spk: Mapping[str, str],
-                   segments: Mapping[str, list[tuple[int, int, str]]] | None = None) -> Path:
+def write_data_dir(
+    out: str | os.PathLike,
+    wav: Mapping[str, str],
+    text: Mapping[str, str],
+    utt2spk: Mapping[str, str],
+    segments: Mapping[str, list[tuple[int, int, str]]] | None = None,
+) -> Path:
     """Write a consistent data dir (the four Kaldi tables, plus phone_segments if given)."""
     out = Path(out)
     keys = set(wav)

@@ -23,6 +23,7 @@ the ones between) are labelled with the word by the centre-of-frame rule of
 :mod:`snnasr.labels`; the segments run from sample 0 to the end of the audio, and an empty
 silence segment is left out.  ``snnasr features`` turns them into ``labels_word.scp``.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,17 +68,24 @@ def prepare_fsdd(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> di
     recording is checked (and endpointed) before anything is written.
     """
     sets = list_fsdd(corpus)
-    segments = {name: {r.uttid: word_segments(r.path, WORDS[r.digit]) for r in recs}
-                for name, recs in sets.items()}
+    segments = {name: {r.uttid: word_segments(r.path, WORDS[r.digit]) for r in recs} for name, recs in sets.items()}
     data = Path(recipe_dir) / "data"
     for name, recs in sets.items():
-        write_data_dir(data / name,
-                       wav={r.uttid: str(r.path) for r in recs},
-                       text={r.uttid: WORDS[r.digit].upper() for r in recs},
-                       utt2spk={r.uttid: r.speaker for r in recs},
-                       segments=segments[name])
-    write_lang(data / "lang", {"word": [SILENCE, *WORDS]}, default="word", score="word",
-               silence=[SILENCE], segment_level="word")
+        write_data_dir(
+            data / name,
+            wav={r.uttid: str(r.path) for r in recs},
+            text={r.uttid: WORDS[r.digit].upper() for r in recs},
+            utt2spk={r.uttid: r.speaker for r in recs},
+            segments=segments[name],
+        )
+    write_lang(
+        data / "lang",
+        {"word": [SILENCE, *WORDS]},
+        default="word",
+        score="word",
+        silence=[SILENCE],
+        segment_level="word",
+    )
     return {name: len(recs) for name, recs in sets.items()}
 
 
@@ -87,8 +95,12 @@ def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
     Reads only the WAV headers (8 kHz mono, not empty); raises DataError as
     :func:`prepare_fsdd` does, except for the checks that need the samples.
     """
-    waves = find_wavs(corpus, "recordings", "the free-spoken-digit-dataset folder "
-                      "(github.com/Jakobovski/free-spoken-digit-dataset) or its recordings/ folder")
+    waves = find_wavs(
+        corpus,
+        "recordings",
+        "the free-spoken-digit-dataset folder "
+        "(github.com/Jakobovski/free-spoken-digit-dataset) or its recordings/ folder",
+    )
     sets: dict[str, list[Recording]] = {name: [] for name in SETS}
     for path in waves:
         rec = parse_name(path)
@@ -96,8 +108,10 @@ def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
         sets[split_of(rec.index)].append(rec)
     for name, recs in sets.items():
         if not recs:
-            raise DataError(f"{waves[0].parent}: no recording with {SPLIT_RULE[name]} for the {name} set; "
-                            f"use the complete FSDD recordings folder (3000 WAVs)")
+            raise DataError(
+                f"{waves[0].parent}: no recording with {SPLIT_RULE[name]} for the {name} set; "
+                f"use the complete FSDD recordings folder (3000 WAVs)"
+            )
         recs.sort(key=lambda r: r.uttid.encode("utf-8"))
     return sets
 
@@ -106,8 +120,10 @@ def parse_name(path: Path) -> Recording:
     """Digit, speaker and index from ``<digit>_<speaker>_<index>.wav``."""
     m = _NAME.match(path.stem)
     if not m:
-        raise DataError(f"{path}: not an FSDD recording name (expected <digit>_<speaker>_<index>.wav, "
-                        f"e.g. 7_jackson_32.wav); move it out of {path.parent}")
+        raise DataError(
+            f"{path}: not an FSDD recording name (expected <digit>_<speaker>_<index>.wav, "
+            f"e.g. 7_jackson_32.wav); move it out of {path.parent}"
+        )
     speaker, digit, index = m["speaker"], int(m["digit"]), int(m["index"])
     return Recording(f"{speaker}_{digit}_{m['index']}", speaker, digit, index, path.resolve())
 
@@ -131,8 +147,7 @@ def word_segments(path: str | os.PathLike, word: str, threshold_db: float = THRE
         raise DataError(f"{path}: shorter than one 25 ms frame ({n} samples, need {win}); remove the recording")
     start, end = word_bounds(samples, rate, threshold_db)
     if start is None:
-        raise DataError(f"{path}: audio is silent (all samples equal); remove it or replace it with the "
-                        f"real recording")
+        raise DataError(f"{path}: audio is silent (all samples equal); remove it or replace it with the real recording")
     segs = [(0, start, SILENCE)] if start > 0 else []
     segs.append((start, end, word))
     if end < n:

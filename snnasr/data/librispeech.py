@@ -16,6 +16,7 @@ out-of-vocabulary words) all become ``sil``, so the class set is fixed whatever 
 Without TextGrids the frame labels come later from ``snnasr prep kaldi`` (a Kaldi alignment dir).
 Everything is checked before anything is written.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ from snnasr.io import DataError
 from snnasr.lang import write_lang
 
 SAMPLE_RATE = 16000
-ARPABET = ("aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng "
-           "ow oy p r s sh t th uh uw v w y z zh").split()
+ARPABET = (
+    "aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw v w y z zh"
+).split()
 SILENCE = "sil"
 SILENT_MARKS = {"", "sil", "sp", "spn"}
 PHONE_TIER = "phones"
@@ -43,8 +45,12 @@ END_TOLERANCE = SAMPLE_RATE // 100
 Segment = tuple[int, int, str]
 
 
-def prepare_librispeech(corpus: str | os.PathLike, recipe_dir: str | os.PathLike, sets: list[str],
-                        textgrids: str | os.PathLike | None = None) -> dict[str, int]:
+def prepare_librispeech(
+    corpus: str | os.PathLike,
+    recipe_dir: str | os.PathLike,
+    sets: list[str],
+    textgrids: str | os.PathLike | None = None,
+) -> dict[str, int]:
     """Prepare ``data/<set>`` for each LibriSpeech set, and ``data/lang`` when TextGrids are given.
 
     Args:
@@ -68,15 +74,23 @@ def prepare_librispeech(corpus: str | os.PathLike, recipe_dir: str | os.PathLike
         set_dir = root / name
         if not set_dir.is_dir():
             have = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DataError(f"{set_dir}: set not found (have: {', '.join(have) or 'nothing'}); "
-                            f"download and unpack it, or change --sets")
+            raise DataError(
+                f"{set_dir}: set not found (have: {', '.join(have) or 'nothing'}); "
+                f"download and unpack it, or change --sets"
+            )
         prepared[name.replace("-", "_")] = _prepare_set(set_dir, grids, textgrids)
     data = Path(recipe_dir) / "data"
     for out_name, (wav, text, utt2spk, segments) in prepared.items():
         write_data_dir(data / out_name, wav, text, utt2spk, segments=segments)
     if grids is not None:
-        write_lang(data / "lang", {"phone": [*ARPABET, SILENCE]}, default="phone", score="phone",
-                   silence=[SILENCE], segment_level="phone")
+        write_lang(
+            data / "lang",
+            {"phone": [*ARPABET, SILENCE]},
+            default="phone",
+            score="phone",
+            silence=[SILENCE],
+            segment_level="phone",
+        )
     return {out_name: len(tables[0]) for out_name, tables in prepared.items()}
 
 
@@ -96,7 +110,7 @@ def _index_textgrids(tg_dir: Path) -> dict[str, Path]:
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(".textgrid"):
-                utt, path = name[:-len(".textgrid")], Path(dirpath) / name
+                utt, path = name[: -len(".textgrid")], Path(dirpath) / name
                 if utt in index:
                     raise DataError(f"{path}: second TextGrid for {utt} (first: {index[utt]}); keep one alignment")
                 index[utt] = path
@@ -105,8 +119,9 @@ def _index_textgrids(tg_dir: Path) -> dict[str, Path]:
     return index
 
 
-def _prepare_set(set_dir: Path, grids: dict[str, Path] | None, tg_dir: str | os.PathLike | None
-                 ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, list[Segment]] | None]:
+def _prepare_set(
+    set_dir: Path, grids: dict[str, Path] | None, tg_dir: str | os.PathLike | None
+) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, list[Segment]] | None]:
     """Check one set; return its (wav, text, utt2spk, phone_segments or None) tables."""
     flacs: dict[str, Path] = {}
     text: dict[str, str] = {}
@@ -119,21 +134,27 @@ def _prepare_set(set_dir: Path, grids: dict[str, Path] | None, tg_dir: str | os.
             elif name.endswith(".trans.txt"):
                 _read_transcripts(path, text)
     if not flacs:
-        raise DataError(f"{set_dir}: no .flac audio found (expected <spk>/<chapter>/<spk>-<chapter>-<utt>.flac); "
-                        f"check the download")
+        raise DataError(
+            f"{set_dir}: no .flac audio found (expected <spk>/<chapter>/<spk>-<chapter>-<utt>.flac); check the download"
+        )
     no_text = sorted(set(flacs) - set(text))
     if no_text:
-        raise DataError(f"{flacs[no_text[0]]}: no transcript line ({len(no_text)} such .flac files in {set_dir.name}); "
-                        f"restore the chapter's .trans.txt")
+        raise DataError(
+            f"{flacs[no_text[0]]}: no transcript line ({len(no_text)} such .flac files in {set_dir.name}); "
+            f"restore the chapter's .trans.txt"
+        )
     no_audio = sorted(set(text) - set(flacs))
     if no_audio:
-        raise DataError(f"{set_dir}: {len(no_audio)} transcript lines without a .flac (e.g. {no_audio[0]}); "
-                        f"restore the audio files")
+        raise DataError(
+            f"{set_dir}: {len(no_audio)} transcript lines without a .flac (e.g. {no_audio[0]}); restore the audio files"
+        )
     if grids is not None:
         no_grid = sorted(u for u in flacs if u not in grids)
         if no_grid:
-            raise DataError(f"{tg_dir}: no TextGrid for {len(no_grid)} of {len(flacs)} utterances of {set_dir.name} "
-                            f"(e.g. {no_grid[0]}); align every set with MFA or leave out --textgrids")
+            raise DataError(
+                f"{tg_dir}: no TextGrid for {len(no_grid)} of {len(flacs)} utterances of {set_dir.name} "
+                f"(e.g. {no_grid[0]}); align every set with MFA or leave out --textgrids"
+            )
     wav, utt2spk, segments = {}, {}, {}
     for utt in tqdm(sorted(flacs), desc=f"librispeech {set_dir.name}", unit="utt", disable=not sys.stderr.isatty()):
         num_samples, _ = audio_info(flacs[utt], expected_rate=SAMPLE_RATE)
@@ -166,15 +187,20 @@ def phone_segments(path: Path, num_samples: int) -> list[Segment]:
         label = iv.text.strip().lower()
         phone = SILENCE if label in SILENT_MARKS else label.rstrip("012")
         if phone not in ARPABET and phone != SILENCE:
-            raise DataError(f"{path}: phone {iv.text!r} is not ARPAbet; align with an ARPAbet model "
-                            f"(MFA english_us_arpa)")
+            raise DataError(
+                f"{path}: phone {iv.text!r} is not ARPAbet; align with an ARPAbet model (MFA english_us_arpa)"
+            )
         start, end = round(iv.xmin * SAMPLE_RATE), round(iv.xmax * SAMPLE_RATE)
         if end > num_samples + END_TOLERANCE:
-            raise DataError(f"{path}: interval ends at {iv.xmax:.3f} s, beyond the audio "
-                            f"({num_samples / SAMPLE_RATE:.3f} s); this TextGrid belongs to other audio")
+            raise DataError(
+                f"{path}: interval ends at {iv.xmax:.3f} s, beyond the audio "
+                f"({num_samples / SAMPLE_RATE:.3f} s); this TextGrid belongs to other audio"
+            )
         if end < start or (segs and start < segs[-1][1]):
-            raise DataError(f"{path}: interval {iv.xmin:.3f}-{iv.xmax:.3f} s is reversed or overlaps the previous "
-                            f"one; re-export the alignment")
+            raise DataError(
+                f"{path}: interval {iv.xmin:.3f}-{iv.xmax:.3f} s is reversed or overlaps the previous "
+                f"one; re-export the alignment"
+            )
         start, end = min(start, num_samples), min(end, num_samples)
         if start < end:
             segs.append((start, end, phone))

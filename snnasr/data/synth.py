@@ -27,6 +27,7 @@ noise generator (seeded from the clock by espeak_Initialize) is re-seeded; this 
 utterance a pure function of its settings: deterministic, order-free, and
 comparable bit for bit, which is how silently-substituted voices are detected.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -62,7 +63,8 @@ EXCLUDED_VARIANTS = {
 }
 TIMIT61 = frozenset(
     "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv "
-    "ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh".split())
+    "ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh".split()
+)
 PAUSE = "pau"
 EDGE = "h#"
 
@@ -79,9 +81,16 @@ class _EventId(ctypes.Union):
 
 
 class _Event(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
@@ -107,8 +116,9 @@ class Espeak:
         try:
             import espeakng_loader
         except ImportError:
-            raise DataError("espeakng-loader is not installed; `pip install espeakng-loader` "
-                            "(it ships libespeak-ng and its data)") from None
+            raise DataError(
+                "espeakng-loader is not installed; `pip install espeakng-loader` (it ships libespeak-ng and its data)"
+            ) from None
         self._lib_path = espeakng_loader.get_library_path()
         self._data_path = espeakng_loader.get_data_path().encode()
         self._chunks: list[np.ndarray] = []
@@ -132,8 +142,9 @@ class Espeak:
             i += 1
         return 0
 
-    def speak(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-              seed: int = 1) -> Spoken:
+    def speak(
+        self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 1
+    ) -> Spoken:
         """Synthesise ``text`` from the library's initial state; DataError if espeak refuses the voice.
 
         The library is loaded for this call only and unloaded before returning, so no handle
@@ -141,22 +152,34 @@ class Espeak:
         espeak's own noise generator, which espeak_Initialize would seed from the clock.
         """
         import _ctypes
+
         lib = ctypes.CDLL(self._lib_path)
         try:
-            lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_char_p,
+                ctypes.c_size_t,
+                ctypes.c_uint,
+                ctypes.c_int,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
             lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
             sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data_path, _INIT_PHONEME_EVENTS)
             if sample_rate <= 0:
-                raise DataError(f"{self._lib_path}: espeak_Initialize failed ({sample_rate}); "
-                                f"reinstall espeakng-loader")
+                raise DataError(
+                    f"{self._lib_path}: espeak_Initialize failed ({sample_rate}); reinstall espeakng-loader"
+                )
             lib.espeak_SetSynthCallback(self._callback)
             lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))  # Initialize seeds it from time(NULL)
             rc = lib.espeak_SetVoiceByName(voice.encode())
             if rc != 0:
-                raise DataError(f"espeak-ng voice {voice!r}: refused (status {rc}); use en-us or an "
-                                f"en-us+<variant> from {self.variants_dir}")
+                raise DataError(
+                    f"espeak-ng voice {voice!r}: refused (status {rc}); use en-us or an "
+                    f"en-us+<variant> from {self.variants_dir}"
+                )
             for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range)):
                 lib.espeak_SetParameter(param, int(value), 0)
             self._chunks, self._events = [], []
@@ -173,6 +196,7 @@ class Espeak:
 # ---------------------------------------------------------------------------------------------
 # resources
 
+
 def _resource(name: str) -> str:
     return (resources.files("snnasr") / "resources" / name).read_text(encoding="utf-8")
 
@@ -180,8 +204,11 @@ def _resource(name: str) -> str:
 @lru_cache(maxsize=1)
 def harvard_sentences() -> tuple[str, ...]:
     """The 720 Harvard sentences; index i is sentence number i + 1."""
-    return tuple(line.strip() for line in _resource("harvard_sentences.txt").splitlines()
-                 if line.strip() and not line.startswith("#"))
+    return tuple(
+        line.strip()
+        for line in _resource("harvard_sentences.txt").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
 
 
 @lru_cache(maxsize=1)
@@ -194,8 +221,10 @@ def phone_map() -> dict[str, tuple[str, ...]]:
         fields = line.split("\t")
         targets = tuple(fields[1].split()) if len(fields) > 1 else ()
         if not targets or any(t not in TIMIT61 for t in targets) or fields[0] in table:
-            raise DataError(f"snnasr/resources/espeak_timit61.tsv:{n}: bad row {line!r}; need "
-                            f"'<espeak label><TAB><TIMIT-61 label(s)><TAB><note>', each label once")
+            raise DataError(
+                f"snnasr/resources/espeak_timit61.tsv:{n}: bad row {line!r}; need "
+                f"'<espeak label><TAB><TIMIT-61 label(s)><TAB><note>', each label once"
+            )
         table[fields[0]] = targets
     return table
 
@@ -214,6 +243,7 @@ def sentence_name(index: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # voices
+
 
 @dataclass(frozen=True)
 class Voice:
@@ -245,8 +275,10 @@ def check_voices(names: list[str], engine: Espeak | None = None) -> list[Voice]:
     for name in names:
         variant = name.partition("+")[2]
         if variant and _probe_digest(engine, name) == plain:
-            raise DataError(f"espeak-ng voice {name!r}: sounds exactly like plain en-us (unknown variant, "
-                            f"silently replaced); pick a variant from {engine.variants_dir}")
+            raise DataError(
+                f"espeak-ng voice {name!r}: sounds exactly like plain en-us (unknown variant, "
+                f"silently replaced); pick a variant from {engine.variants_dir}"
+            )
         path = engine.variants_dir / variant
         voices.append(Voice(name, _variant_sex(path) if variant and path.is_file() else "m"))
     return voices
@@ -261,8 +293,11 @@ def usable_voices() -> tuple[Voice, ...]:
     EXCLUDED_VARIANTS and file names that are not plain identifiers.
     """
     engine = Espeak()
-    variants = sorted(p.name for p in engine.variants_dir.iterdir()
-                      if p.is_file() and re.fullmatch(r"[A-Za-z0-9_]+", p.name) and p.name not in EXCLUDED_VARIANTS)
+    variants = sorted(
+        p.name
+        for p in engine.variants_dir.iterdir()
+        if p.is_file() and re.fullmatch(r"[A-Za-z0-9_]+", p.name) and p.name not in EXCLUDED_VARIANTS
+    )
     kept: list[Voice] = []
     seen: set[str] = set()
     for name in ["en-us"] + [f"en-us+{v}" for v in variants]:
@@ -276,6 +311,7 @@ def usable_voices() -> tuple[Voice, ...]:
 
 # ---------------------------------------------------------------------------------------------
 # speakers and utterances
+
 
 @dataclass(frozen=True)
 class Speaker:
@@ -301,8 +337,11 @@ def _speaker_ids(voices: list[Voice]) -> list[str]:
     ids = []
     for voice in voices:
         letters = (re.sub(r"[^A-Za-z]", "", voice.name.partition("+")[2] or "usa").lower() + "xxx")[:3]
-        candidates = (f"{voice.sex}{letters[:2]}{c}{d}" for c in dict.fromkeys(letters[2] + "abcdefghijklmnopqrstuvwxyz")
-                      for d in range(10))
+        candidates = (
+            f"{voice.sex}{letters[:2]}{c}{d}"
+            for c in dict.fromkeys(letters[2] + "abcdefghijklmnopqrstuvwxyz")
+            for d in range(10)
+        )
         spk = next(c for c in candidates if c not in used)
         used.add(spk)
         ids.append(spk)
@@ -314,8 +353,10 @@ def plan_speakers(speakers: int | None, utts_per_speaker: int, seed: int) -> lis
     voices = list(usable_voices())
     n = len(voices) if speakers is None else speakers
     if not 3 <= n <= len(voices):
-        raise ConfigError(f"--speakers {n}: need 3..{len(voices)} (one speaker per usable espeak voice; "
-                          f"at least one each for train, dev and test)")
+        raise ConfigError(
+            f"--speakers {n}: need 3..{len(voices)} (one speaker per usable espeak voice; "
+            f"at least one each for train, dev and test)"
+        )
     rng = np.random.default_rng(seed)
     chosen = [voices[i] for i in rng.permutation(len(voices))[:n]]
     held = max(1, round(n * HELD_OUT_FRACTION))
@@ -324,16 +365,26 @@ def plan_speakers(speakers: int | None, utts_per_speaker: int, seed: int) -> lis
     n_test_text = round(len(pool) * TEST_TEXT_FRACTION)
     pools = {"train": pool[n_test_text:], "dev": pool[:n_test_text], "test": pool[:n_test_text]}
     if utts_per_speaker < 1 or utts_per_speaker > n_test_text:
-        raise ConfigError(f"--utts-per-speaker {utts_per_speaker}: need 1..{n_test_text} (sentences reserved "
-                          f"for dev/test speakers)")
+        raise ConfigError(
+            f"--utts-per-speaker {utts_per_speaker}: need 1..{n_test_text} (sentences reserved for dev/test speakers)"
+        )
     plans = []
     for k, (voice, spk_id, split) in enumerate(zip(chosen, _speaker_ids(chosen), splits)):
         picked = rng.choice(pools[split], size=utts_per_speaker, replace=False)
-        plans.append(Speaker(
-            id=spk_id, voice=voice.name, sex=voice.sex, split=split, dialect=1 + k % 8,
-            rate=int(rng.integers(130, 211)), pitch=int(rng.integers(25, 76)), pitch_range=int(rng.integers(25, 76)),
-            snr_db=round(float(rng.uniform(20.0, 30.0)), 1),
-            sentences=(0, 1) + tuple(int(i) for i in sorted(picked))))
+        plans.append(
+            Speaker(
+                id=spk_id,
+                voice=voice.name,
+                sex=voice.sex,
+                split=split,
+                dialect=1 + k % 8,
+                rate=int(rng.integers(130, 211)),
+                pitch=int(rng.integers(25, 76)),
+                pitch_range=int(rng.integers(25, 76)),
+                snr_db=round(float(rng.uniform(20.0, 30.0)), 1),
+                sentences=(0, 1) + tuple(int(i) for i in sorted(picked)),
+            )
+        )
     return sorted(plans, key=lambda s: (s.directory, s.id))
 
 
@@ -373,8 +424,10 @@ def segment(spoken: Spoken, text: str, where: str) -> tuple[list[tuple[int, int,
             continue
         key = strip_stress(label)
         if key not in table:
-            raise DataError(f"{where}: espeak phoneme {label!r} has no TIMIT label in "
-                            f"snnasr/resources/espeak_timit61.tsv; add a row for it")
+            raise DataError(
+                f"{where}: espeak phoneme {label!r} has no TIMIT label in "
+                f"snnasr/resources/espeak_timit61.tsv; add a row for it"
+            )
         targets = table[key]
         cuts = np.linspace(start, end, len(targets) + 1).round().astype(int)
         phones += [(int(a), int(b), t, tok) for a, b, t in zip(cuts[:-1], cuts[1:], targets) if b > a]
@@ -383,12 +436,14 @@ def segment(spoken: Spoken, text: str, where: str) -> tuple[list[tuple[int, int,
         raise DataError(f"{where}: espeak produced no phonemes for {text!r}")
     first, last = phones[speech[0]][0], phones[speech[-1]][1]
     segs = [(0, first, EDGE)] if first > 0 else []
-    segs += [p[:3] for p in phones[speech[0]:speech[-1] + 1]]
+    segs += [p[:3] for p in phones[speech[0] : speech[-1] + 1]]
     segs += [(last, n, EDGE)] if last < n else []
     return _merge(segs), _word_spans([p for p in phones if p[2] != PAUSE], tokens)
 
 
-def _word_spans(phones: list[tuple[int, int, str, int]], tokens: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+def _word_spans(
+    phones: list[tuple[int, int, str, int]], tokens: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
     """Word segments from phones tagged with the token of their espeak word event.
 
     espeak sometimes speaks two words under one event ("on the"); the tokens it skipped share
@@ -420,8 +475,9 @@ def _merge(segs: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     return out
 
 
-def _rescale(segs: list[tuple[int, int, str]], factor: float, offset: int, total: int,
-             edges: bool) -> list[tuple[int, int, str]]:
+def _rescale(
+    segs: list[tuple[int, int, str]], factor: float, offset: int, total: int, edges: bool
+) -> list[tuple[int, int, str]]:
     """Move segments to the output rate and padding; with ``edges`` stretch to [0, total)."""
     moved = [(offset + round(a * factor), offset + round(b * factor), label) for a, b, label in segs]
     if edges:
@@ -437,11 +493,14 @@ def render(engine: Espeak, speaker: Speaker, sentence: int, seed: int, where: st
     """One utterance: espeak at the speaker's settings (jittered), resampled, padded, noised."""
     rng = np.random.default_rng([seed, int(hashlib.sha1(speaker.id.encode()).hexdigest()[:8], 16), sentence])
     text = harvard_sentences()[sentence]
-    spoken = engine.speak(text, speaker.voice,
-                          rate=int(np.clip(speaker.rate + rng.integers(-10, 11), 80, 450)),
-                          pitch=int(np.clip(speaker.pitch + rng.integers(-5, 6), 0, 100)),
-                          pitch_range=int(np.clip(speaker.pitch_range + rng.integers(-5, 6), 0, 100)),
-                          seed=int(rng.integers(1, 2**31 - 1)))
+    spoken = engine.speak(
+        text,
+        speaker.voice,
+        rate=int(np.clip(speaker.rate + rng.integers(-10, 11), 80, 450)),
+        pitch=int(np.clip(speaker.pitch + rng.integers(-5, 6), 0, 100)),
+        pitch_range=int(np.clip(speaker.pitch_range + rng.integers(-5, 6), 0, 100)),
+        seed=int(rng.integers(1, 2**31 - 1)),
+    )
     phones, words = segment(spoken, text, where)
     wave = resample(spoken.audio, spoken.rate, RATE)
     lead, trail = (int(rng.uniform(0.10, 0.30) * RATE) for _ in range(2))
@@ -451,8 +510,12 @@ def render(engine: Espeak, speaker: Speaker, sentence: int, seed: int, where: st
     signal = signal + rng.normal(0.0, np.sqrt(power / 10 ** (snr / 10)), signal.shape)
     audio = np.clip(np.round(signal), -32768, 32767).astype(np.int16)
     factor = RATE / spoken.rate
-    return Utterance(audio, _rescale(phones, factor, lead, len(audio), edges=True),
-                     _rescale(words, factor, lead, len(audio), edges=False), text)
+    return Utterance(
+        audio,
+        _rescale(phones, factor, lead, len(audio), edges=True),
+        _rescale(words, factor, lead, len(audio), edges=False),
+        text,
+    )
 
 
 @lru_cache(maxsize=4)
@@ -482,7 +545,7 @@ def resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     padded = np.concatenate([np.zeros(width), x.astype(np.float64), np.zeros(width + orig)])
     frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
     out = (frames @ kernel.T).reshape(-1)
-    return out[:-(-new * len(x) // orig)]
+    return out[: -(-new * len(x) // orig)]
 
 
 def write_utterance(utt: Utterance, stem: Path, nist: bool) -> None:
@@ -500,6 +563,7 @@ def write_utterance(utt: Utterance, stem: Path, nist: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 # the command
 
+
 def _options(speakers: int | None, utts_per_speaker: int, seed: int) -> dict:
     return {"generator": GENERATOR, "speakers": speakers, "utts_per_speaker": utts_per_speaker, "seed": seed}
 
@@ -516,8 +580,9 @@ def _existing(out: Path, options: dict) -> dict | None:
     meta_path = out / "synth.yaml"
     if not meta_path.is_file():
         if any(out.iterdir()):
-            raise DataError(f"{out}: not empty and not made by `snnasr synth` (no synth.yaml); "
-                            f"choose another OUT or empty it")
+            raise DataError(
+                f"{out}: not empty and not made by `snnasr synth` (no synth.yaml); choose another OUT or empty it"
+            )
         return None
     try:
         meta = yaml.safe_load(meta_path.read_text()) or {}
@@ -529,8 +594,9 @@ def _existing(out: Path, options: dict) -> dict | None:
     return meta["counts"] if n_wav == meta.get("counts", {}).get("files") else None
 
 
-def synthesize(out: str | os.PathLike, speakers: int | None = None, utts_per_speaker: int | None = None,
-               seed: int = 1) -> dict:
+def synthesize(
+    out: str | os.PathLike, speakers: int | None = None, utts_per_speaker: int | None = None, seed: int = 1
+) -> dict:
     """Write the synthetic TIMIT into ``out`` and return counts.
 
     Args:
@@ -558,9 +624,15 @@ def synthesize(out: str | os.PathLike, speakers: int | None = None, utts_per_spe
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         counts = _generate(tmp, plan, seed)
-        meta = {"options": options, "counts": counts, "speakers": [
-            {k: v for k, v in asdict(s).items() if k != "sentences"} | {"sentences": [sentence_name(i) for i in s.sentences]}
-            for s in plan]}
+        meta = {
+            "options": options,
+            "counts": counts,
+            "speakers": [
+                {k: v for k, v in asdict(s).items() if k != "sentences"}
+                | {"sentences": [sentence_name(i) for i in s.sentences]}
+                for s in plan
+            ],
+        }
         (tmp / "synth.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         _replace_dir(tmp, out)
     except BaseException:

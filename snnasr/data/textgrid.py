@@ -5,6 +5,7 @@ is small: Praat's own text reader ignores everything but numbers, quoted strings
 ``<flags>``, which makes the long format the short one with labels around it.  So one tokenizer
 reads both: drop ``[n]`` indices and ``name =`` labels, keep the values in order.
 """
+
 from __future__ import annotations
 
 import os

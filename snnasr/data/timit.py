@@ -21,6 +21,7 @@ raw ``.PHN`` segments, ``q`` included, go to ``phone_segments``.
 Every utterance is checked before anything is written, so a bad corpus leaves no half-written
 ``data/``; each problem is one DataError line naming the file and what to do.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,16 +79,28 @@ def timit_lang(recipe_dir: str | os.PathLike) -> Path:
     p61 = [p for p, (p48, _) in pmap.items() if p48 != DELETED]
     p48 = sorted({pmap[p][0] for p in p61})
     p39 = sorted({pmap[p][1] for p in p61})
-    maps = {("phone61", "phone48"): {p: pmap[p][0] for p in p61},
-            ("phone61", "phone39"): {p: pmap[p][1] for p in p61},
-            ("phone48", "phone39"): {pmap[p][0]: pmap[p][1] for p in p61}}
-    return write_lang(Path(recipe_dir) / "data" / "lang", {"phone61": p61, "phone48": p48, "phone39": p39},
-                      default="phone48", score="phone39", silence=["sil"], maps=maps, segment_level="phone61")
+    maps = {
+        ("phone61", "phone48"): {p: pmap[p][0] for p in p61},
+        ("phone61", "phone39"): {p: pmap[p][1] for p in p61},
+        ("phone48", "phone39"): {pmap[p][0]: pmap[p][1] for p in p61},
+    }
+    return write_lang(
+        Path(recipe_dir) / "data" / "lang",
+        {"phone61": p61, "phone48": p48, "phone39": p39},
+        default="phone48",
+        score="phone39",
+        silence=["sil"],
+        maps=maps,
+        segment_level="phone61",
+    )
 
 
-def prepare_timit(corpus: str | os.PathLike, recipe_dir: str | os.PathLike,
-                  dev_speakers: str | os.PathLike | None = None,
-                  test_speakers: str | os.PathLike | None = None) -> dict[str, int]:
+def prepare_timit(
+    corpus: str | os.PathLike,
+    recipe_dir: str | os.PathLike,
+    dev_speakers: str | os.PathLike | None = None,
+    test_speakers: str | os.PathLike | None = None,
+) -> dict[str, int]:
     """Prepare ``data/{train,dev,test}`` and ``data/lang`` from an LDC-layout TIMIT copy.
 
     Args:
@@ -110,11 +123,15 @@ def prepare_timit(corpus: str | os.PathLike, recipe_dir: str | os.PathLike,
     test_list = _speaker_list(test_speakers, "test")
     overlap = sorted(set(dev_list) & set(test_list))
     if overlap:
-        raise DataError(f"speaker lists: {', '.join(overlap[:5])} in both the dev and the test list; "
-                        f"a speaker may be in one held-out set only")
-    sets = {"train": train,
-            "dev": _select(test_pool, dev_list, "dev", dev_speakers, test_dir),
-            "test": _select(test_pool, test_list, "test", test_speakers, test_dir)}
+        raise DataError(
+            f"speaker lists: {', '.join(overlap[:5])} in both the dev and the test list; "
+            f"a speaker may be in one held-out set only"
+        )
+    sets = {
+        "train": train,
+        "dev": _select(test_pool, dev_list, "dev", dev_speakers, test_dir),
+        "test": _select(test_pool, test_list, "test", test_speakers, test_dir),
+    }
     pmap = phone_map()
     tables = {name: _tables(utts, pmap, name) for name, utts in sets.items()}
     data = Path(recipe_dir) / "data"
@@ -139,15 +156,18 @@ def _find_splits(corpus: Path) -> tuple[Path, Path]:
                 found.setdefault(p.name.lower(), []).append(p)
         for dirs in found.values():
             if len(dirs) > 1:
-                raise DataError(f"{cand}: both {dirs[0].name}/ and {dirs[1].name}/ exist; "
-                                f"keep one copy of the corpus (or point CORPUS at one copy)")
+                raise DataError(
+                    f"{cand}: both {dirs[0].name}/ and {dirs[1].name}/ exist; "
+                    f"keep one copy of the corpus (or point CORPUS at one copy)"
+                )
         if len(found) == 2:
             return found["train"][0], found["test"][0]
         if found:
             have = next(iter(found.values()))[0]
             missing = "TEST" if "train" in found else "TRAIN"
-            raise DataError(f"{cand}: has {have.name}/ but no {missing}/; snnasr needs both TRAIN/ and TEST/ "
-                            f"of the LDC layout")
+            raise DataError(
+                f"{cand}: has {have.name}/ but no {missing}/; snnasr needs both TRAIN/ and TEST/ of the LDC layout"
+            )
     raise DataError(f"{corpus}: no TRAIN/ and TEST/ dirs found (nor one level down); {hint}")
 
 
@@ -171,17 +191,23 @@ def _scan_split(split_dir: Path) -> dict[str, list[Utterance]]:
             elif low.endswith(".phn"):
                 phn.setdefault((spk, low[:-4]), []).append(path)
     if not audio:
-        raise DataError(f"{split_dir}: no audio found (expected {split_dir.name}/DR*/<SPEAKER>/<SENT>.WAV); "
-                        f"check that this is a complete TIMIT copy")
+        raise DataError(
+            f"{split_dir}: no audio found (expected {split_dir.name}/DR*/<SPEAKER>/<SENT>.WAV); "
+            f"check that this is a complete TIMIT copy"
+        )
     keys = {k for k in audio.keys() | phn.keys() if not k[1].startswith("sa")}
     no_phn = sorted(k for k in keys if k not in phn)
     if no_phn:
-        raise DataError(f"{min(audio[no_phn[0]])[1]}: no .PHN beside this audio ({len(no_phn)} such utterances "
-                        f"in {split_dir}); restore the .PHN files or remove the audio")
+        raise DataError(
+            f"{min(audio[no_phn[0]])[1]}: no .PHN beside this audio ({len(no_phn)} such utterances "
+            f"in {split_dir}); restore the .PHN files or remove the audio"
+        )
     no_audio = sorted(k for k in keys if k not in audio)
     if no_audio:
-        raise DataError(f"{phn[no_audio[0]][0]}: no .WAV beside this .PHN ({len(no_audio)} such utterances "
-                        f"in {split_dir}); restore the audio or remove the .PHN")
+        raise DataError(
+            f"{phn[no_audio[0]][0]}: no .WAV beside this .PHN ({len(no_audio)} such utterances "
+            f"in {split_dir}); restore the audio or remove the .PHN"
+        )
     if not keys:
         raise DataError(f"{split_dir}: only SA sentences found; snnasr drops SA (as Kaldi does), so nothing is left")
     speakers: dict[str, list[Utterance]] = {}
@@ -190,8 +216,9 @@ def _scan_split(split_dir: Path) -> dict[str, list[Utterance]]:
         dirs = sorted({p.parent for p in files})
         if len(dirs) > 1:
             raise DataError(f"{dirs[1]}: utterance {spk}_{sent} also in {dirs[0]}; keep one copy of each speaker")
-        speakers.setdefault(spk, []).append(Utterance(f"{spk}_{sent}", spk, min(audio[(spk, sent)])[1],
-                                                      min(phn[(spk, sent)])))
+        speakers.setdefault(spk, []).append(
+            Utterance(f"{spk}_{sent}", spk, min(audio[(spk, sent)])[1], min(phn[(spk, sent)]))
+        )
     return speakers
 
 
@@ -211,21 +238,27 @@ def _speaker_list(path: str | os.PathLike | None, split: str) -> list[str]:
     return speakers
 
 
-def _select(pool: dict[str, list[Utterance]], wanted: list[str], split: str,
-            custom: str | os.PathLike | None, test_dir: Path) -> dict[str, list[Utterance]]:
+def _select(
+    pool: dict[str, list[Utterance]], wanted: list[str], split: str, custom: str | os.PathLike | None, test_dir: Path
+) -> dict[str, list[Utterance]]:
     """Speakers of ``wanted`` found in TEST/; a custom list must match completely."""
     missing = [s for s in wanted if s not in pool]
     if custom is not None and missing:
-        raise DataError(f"{custom}: {len(missing)} {split} speakers not in {test_dir} (e.g. {', '.join(missing[:3])}); "
-                        f"fix the list (speaker ids are the speaker dir names)")
+        raise DataError(
+            f"{custom}: {len(missing)} {split} speakers not in {test_dir} (e.g. {', '.join(missing[:3])}); "
+            f"fix the list (speaker ids are the speaker dir names)"
+        )
     if len(missing) == len(wanted):
-        raise DataError(f"{test_dir}: none of the {len(wanted)} standard {split} speakers is in this corpus "
-                        f"(it has e.g. {', '.join(sorted(pool)[:3])}); {LIST_HINT}")
+        raise DataError(
+            f"{test_dir}: none of the {len(wanted)} standard {split} speakers is in this corpus "
+            f"(it has e.g. {', '.join(sorted(pool)[:3])}); {LIST_HINT}"
+        )
     return {s: pool[s] for s in wanted if s in pool}
 
 
-def _tables(speakers: dict[str, list[Utterance]], pmap: dict[str, tuple[str, str]], name: str
-            ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, list[Segment]]]:
+def _tables(
+    speakers: dict[str, list[Utterance]], pmap: dict[str, tuple[str, str]], name: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, list[Segment]]]:
     """Check every utterance of a set; return its (wav, text, utt2spk, phone_segments) tables."""
     wav, text, utt2spk, segments = {}, {}, {}, {}
     utts = [u for spk in sorted(speakers) for u in speakers[spk]]
@@ -244,8 +277,10 @@ def _check_audio(path: Path) -> int:
     frames, _ = audio_info(path, expected_rate=SAMPLE_RATE)
     declared = _declared_frames(path)
     if declared is not None and declared > frames:
-        raise DataError(f"{path}: truncated audio (header declares {declared} samples, the file holds {frames}); "
-                        f"re-copy this file from the corpus")
+        raise DataError(
+            f"{path}: truncated audio (header declares {declared} samples, the file holds {frames}); "
+            f"re-copy this file from the corpus"
+        )
     return frames
 
 
@@ -260,9 +295,9 @@ def _declared_frames(path: Path) -> int | None:
         return None
     pos, block_align = 12, 0
     while pos + 8 <= len(head):
-        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
         if chunk == b"fmt " and pos + 22 <= len(head):
-            block_align = int.from_bytes(head[pos + 20:pos + 22], "little")
+            block_align = int.from_bytes(head[pos + 20 : pos + 22], "little")
         if chunk == b"data":
             # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the length.
             return size // block_align if block_align and 0 < size < 0xFFFFFFFF else None
@@ -285,19 +320,27 @@ def _read_phn(path: Path, num_samples: int, pmap: dict[str, tuple[str, str]]) ->
             raise DataError(f"{path}:{n}: expected '<start_sample> <end_sample> <phone>', got {line.strip()!r}")
         start, end, phone = int(cols[0]), int(cols[1]), cols[2].lower()
         if phone not in pmap:
-            raise DataError(f"{path}:{n}: unknown phone {cols[2]!r}; TIMIT .PHN files use the 61 labels of "
-                            f"snnasr/resources/phones.60-48-39.map")
+            raise DataError(
+                f"{path}:{n}: unknown phone {cols[2]!r}; TIMIT .PHN files use the 61 labels of "
+                f"snnasr/resources/phones.60-48-39.map"
+            )
         if end < start:
             raise DataError(f"{path}:{n}: segment ends ({end}) before it starts ({start}); fix the times")
         if segs and start < segs[-1][1]:
-            raise DataError(f"{path}:{n}: segment starts at {start}, inside the previous one (ends {segs[-1][1]}); "
-                            f"segments must not overlap")
+            raise DataError(
+                f"{path}:{n}: segment starts at {start}, inside the previous one (ends {segs[-1][1]}); "
+                f"segments must not overlap"
+            )
         if segs and start > segs[-1][1]:
-            raise DataError(f"{path}:{n}: segment starts at {start}, after a gap from the previous one "
-                            f"(ends {segs[-1][1]}); .PHN segments must be contiguous")
+            raise DataError(
+                f"{path}:{n}: segment starts at {start}, after a gap from the previous one "
+                f"(ends {segs[-1][1]}); .PHN segments must be contiguous"
+            )
         if end > num_samples:
-            raise DataError(f"{path}:{n}: segment ends at sample {end}, beyond the {num_samples} samples of the "
-                            f"audio; the audio is truncated or does not belong to this .PHN")
+            raise DataError(
+                f"{path}:{n}: segment ends at sample {end}, beyond the {num_samples} samples of the "
+                f"audio; the audio is truncated or does not belong to this .PHN"
+            )
         segs.append((start, end, phone))
     if not segs:
         raise DataError(f"{path}: .PHN has no segments; restore it from the corpus")

@@ -14,6 +14,7 @@ the listing; the 31 here are the utterances of Kaldi's reference monophone run (
 ``data/train_yesno`` and ``ali.1.gz``), and the rule keeps any subset of the corpus on the same
 side.  Frame labels come later, from ``snnasr prep kaldi`` on Kaldi's alignments.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,19 +40,25 @@ def prepare_yesno(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> d
     sets: dict[str, dict[str, Path]] = {"train_yesno": {}, "test_yesno": {}}
     for path in waves:
         if not _NAME.match(path.stem):
-            raise DataError(f"{path}: not a yes/no recording name (expected words as 0/1 joined by '_', "
-                            f"e.g. 0_1_1_0_0_1_0_1.wav); move it out of {path.parent}")
+            raise DataError(
+                f"{path}: not a yes/no recording name (expected words as 0/1 joined by '_', "
+                f"e.g. 0_1_1_0_0_1_0_1.wav); move it out of {path.parent}"
+            )
         audio_info(path, expected_rate=SAMPLE_RATE)
         sets["train_yesno" if path.stem.startswith("0") else "test_yesno"][path.stem] = path.resolve()
     for name, utts in sets.items():
         if not utts:
             first = "0" if name == "train_yesno" else "1"
-            raise DataError(f"{waves[0].parent}: no recording starting with {first}_ for {name}; "
-                            f"use the complete waves_yesno folder (60 WAVs)")
+            raise DataError(
+                f"{waves[0].parent}: no recording starting with {first}_ for {name}; "
+                f"use the complete waves_yesno folder (60 WAVs)"
+            )
     recipe_dir = Path(recipe_dir)
     for name, utts in sets.items():
-        write_data_dir(recipe_dir / "data" / name,
-                       wav={u: str(p) for u, p in utts.items()},
-                       text={u: " ".join(_WORDS[w] for w in u.split("_")) for u in utts},
-                       utt2spk={u: "global" for u in utts})
+        write_data_dir(
+            recipe_dir / "data" / name,
+            wav={u: str(p) for u, p in utts.items()},
+            text={u: " ".join(_WORDS[w] for w in u.split("_")) for u in utts},
+            utt2spk={u: "global" for u in utts},
+        )
     return {name: len(utts) for name, utts in sets.items()}

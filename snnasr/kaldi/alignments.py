@@ -26,6 +26,7 @@ than 95% are aligned (Kaldi's threshold).  Each alignment must match the utteran
 (``utt2num_frames``, else Kaldi framing of the audio: 25 ms window, 10 ms shift, snip-edges) within
 ``tolerance`` frames; within it the labels are cut or padded (last label repeated) to that count.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,9 +50,14 @@ _POSITION = re.compile(r"_[BEIS]$")
 _STRESS = re.compile(r"(?<=[A-Za-z])[012]$")
 
 
-def prepare_kaldi(data_dir: str | os.PathLike, ali_dir: str | os.PathLike, recipe_dir: str | os.PathLike,
-                  lang_dir: str | os.PathLike | None = None, targets: str = "pdf",
-                  tolerance: int = 2) -> dict[str, int]:
+def prepare_kaldi(
+    data_dir: str | os.PathLike,
+    ali_dir: str | os.PathLike,
+    recipe_dir: str | os.PathLike,
+    lang_dir: str | os.PathLike | None = None,
+    targets: str = "pdf",
+    tolerance: int = 2,
+) -> dict[str, int]:
     """Write frame labels for ``data_dir`` from the alignments in ``ali_dir`` (see module docstring).
 
     ``targets`` ("pdf" or "phone") becomes the default training level of the lang.  Returns
@@ -69,8 +75,10 @@ def prepare_kaldi(data_dir: str | os.PathLike, ali_dir: str | os.PathLike, recip
     phone_table = read_phones_txt(kaldi_lang / "phones.txt")
     unknown = [p for p in model.phones if p not in phone_table]
     if unknown:
-        raise DataError(f"{kaldi_lang / 'phones.txt'}: has no symbol for phone id {unknown[0]} of the model; "
-                        f"give the lang dir the model was trained with (--lang)")
+        raise DataError(
+            f"{kaldi_lang / 'phones.txt'}: has no symbol for phone id {unknown[0]} of the model; "
+            f"give the lang dir the model was trained with (--lang)"
+        )
 
     alis = read_alignments(ali_dir, wav)
     _check_coverage(data_dir, wav, alis)
@@ -90,8 +98,9 @@ def prepare_kaldi(data_dir: str | os.PathLike, ali_dir: str | os.PathLike, recip
         level_of_phone["phone_base"] = np.array([base_index[base_of[s]] for s in phone_syms])
 
     labels: dict[str, dict[str, np.ndarray]] = {name: {} for name in levels}
-    cooc = {name: np.zeros((model.num_pdfs, len(syms)), dtype=np.int64)
-            for name, syms in levels.items() if name != "pdf"}
+    cooc = {
+        name: np.zeros((model.num_pdfs, len(syms)), dtype=np.int64) for name, syms in levels.items() if name != "pdf"
+    }
     for utt, (ali, where) in alis.items():
         ali = _fit_length(ali, expected[utt], tolerance, utt, where)
         pdfs = model.pdfs(ali, f"{where}: {utt}")
@@ -103,8 +112,7 @@ def prepare_kaldi(data_dir: str | os.PathLike, ali_dir: str | os.PathLike, recip
 
     silence = _silence(kaldi_lang, phone_syms, "phone_base" in levels)
     score = "phone_base" if "phone_base" in levels else "phone"
-    maps = {("pdf", name): _majority(cooc[name], model, dense, level_of_phone[name], levels[name])
-            for name in cooc}
+    maps = {("pdf", name): _majority(cooc[name], model, dense, level_of_phone[name], levels[name]) for name in cooc}
     if "phone_base" in levels:
         maps[("phone", "phone_base")] = dict(base_of)
     _write_or_keep_lang(recipe_dir / "data" / "lang", levels, targets, score, silence, maps)
@@ -112,8 +120,13 @@ def prepare_kaldi(data_dir: str | os.PathLike, ali_dir: str | os.PathLike, recip
     for name, per_utt in labels.items():
         items = ((u, per_utt[u].astype(np.int32)) for u in sorted(per_utt, key=sort_key))
         write_vec_int_ark_scp(items, data_dir / f"labels_{name}.ark", data_dir / f"labels_{name}.scp")
-    return {"utterances": len(alis), "frames": int(sum(len(v) for v in labels["pdf"].values())),
-            "unaligned": len(wav) - len(alis), "pdfs": model.num_pdfs, "phones": len(phone_syms)}
+    return {
+        "utterances": len(alis),
+        "frames": int(sum(len(v) for v in labels["pdf"].values())),
+        "unaligned": len(wav) - len(alis),
+        "pdfs": model.num_pdfs,
+        "phones": len(phone_syms),
+    }
 
 
 def find_model(ali_dir: Path) -> Path:
@@ -168,19 +181,24 @@ def strip_marks(phone: str) -> str:
 
 def read_alignments(ali_dir: Path, wav: dict[str, str]) -> dict[str, tuple[np.ndarray, str]]:
     """All ``ali.N.gz`` in job order: {uttid: (transition ids, file)}; unknown or repeated uttids fail."""
-    files = sorted((p for p in ali_dir.glob("ali.*.gz")),
-                   key=lambda p: (len(p.name), p.name))  # ali.2.gz before ali.10.gz
+    files = sorted(
+        (p for p in ali_dir.glob("ali.*.gz")), key=lambda p: (len(p.name), p.name)
+    )  # ali.2.gz before ali.10.gz
     if not files:
         raise DataError(f"{ali_dir}: no ali.*.gz; run Kaldi's steps/align_si.sh (or give the dir it wrote)")
     alis: dict[str, tuple[np.ndarray, str]] = {}
     for path in files:
         for utt, ali in read_vec_int_ark(path):
             if utt not in wav:
-                raise DataError(f"{path}: utterance {utt} is not in the data dir; give the data dir "
-                                f"these alignments were made from (--data)")
+                raise DataError(
+                    f"{path}: utterance {utt} is not in the data dir; give the data dir "
+                    f"these alignments were made from (--data)"
+                )
             if utt in alis:
-                raise DataError(f"{path}: utterance {utt} is aligned twice (also in {alis[utt][1]}); "
-                                f"remove the stale alignment file")
+                raise DataError(
+                    f"{path}: utterance {utt} is aligned twice (also in {alis[utt][1]}); "
+                    f"remove the stale alignment file"
+                )
             alis[utt] = (np.asarray(ali, dtype=np.int64), str(path))
     return alis
 
@@ -190,11 +208,16 @@ def _check_coverage(data_dir: Path, wav: dict[str, str], alis: dict) -> None:
     if not missing:
         return
     if len(alis) < MIN_ALIGNED * len(wav):
-        raise DataError(f"{data_dir}: only {len(alis)} of {len(wav)} utterances have alignments (need "
-                        f"{MIN_ALIGNED:.0%}); check that --ali belongs to this data dir")
+        raise DataError(
+            f"{data_dir}: only {len(alis)} of {len(wav)} utterances have alignments (need "
+            f"{MIN_ALIGNED:.0%}); check that --ali belongs to this data dir"
+        )
     shown = " ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-    click.echo(f"snnasr prep kaldi: warning: {len(missing)} of {len(wav)} utterances in {data_dir} have no "
-               f"alignment (Kaldi failed to align them) and get no labels: {shown}", err=True)
+    click.echo(
+        f"snnasr prep kaldi: warning: {len(missing)} of {len(wav)} utterances in {data_dir} have no "
+        f"alignment (Kaldi failed to align them) and get no labels: {shown}",
+        err=True,
+    )
 
 
 def _frame_counts(data_dir: Path, wav: dict[str, str], alis: dict) -> dict[str, int]:
@@ -217,15 +240,18 @@ def _frame_counts(data_dir: Path, wav: dict[str, str], alis: dict) -> dict[str, 
 
 def _fit_length(ali: np.ndarray, n: int, tolerance: int, utt: str, where: str) -> np.ndarray:
     if abs(len(ali) - n) > tolerance:
-        raise DataError(f"{where}: utterance {utt} has {len(ali)} aligned frames but {n} feature frames "
-                        f"(tolerance {tolerance}); the alignments were made with other features or audio")
+        raise DataError(
+            f"{where}: utterance {utt} has {len(ali)} aligned frames but {n} feature frames "
+            f"(tolerance {tolerance}); the alignments were made with other features or audio"
+        )
     if len(ali) >= n:
         return ali[:n]
     return np.concatenate([ali, np.full(n - len(ali), ali[-1], dtype=ali.dtype)])
 
 
-def _majority(cooc: np.ndarray, model: TransitionModel, dense: np.ndarray, to_level: np.ndarray,
-              syms: list[str]) -> dict[str, str]:
+def _majority(
+    cooc: np.ndarray, model: TransitionModel, dense: np.ndarray, to_level: np.ndarray, syms: list[str]
+) -> dict[str, str]:
     """pdf -> the level symbol seen most often with it in the alignments.
 
     A pdf never seen takes the lowest phone the model's tuples pair it with, and ``-`` (no label)
@@ -255,15 +281,23 @@ def _silence(kaldi_lang: Path, phone_syms: list[str], stripped: bool) -> list[st
     return list(dict.fromkeys(strip_marks(s) for s in sil)) if stripped else sil
 
 
-def _write_or_keep_lang(lang_dir: Path, levels: dict[str, list[str]], default: str, score: str,
-                        silence: list[str], maps: dict[tuple[str, str], dict[str, str]]) -> None:
+def _write_or_keep_lang(
+    lang_dir: Path,
+    levels: dict[str, list[str]],
+    default: str,
+    score: str,
+    silence: list[str],
+    maps: dict[tuple[str, str], dict[str, str]],
+) -> None:
     """Write data/lang, or keep the one an earlier set wrote with the same model (only ``default`` may change)."""
     if (lang_dir / "labels.yaml").is_file():
         old = load_lang(lang_dir)
         if old.levels != levels:
-            raise DataError(f"{lang_dir}: already holds other labels (levels {', '.join(old.levels)}: "
-                            f"{', '.join(str(len(s)) for s in old.levels.values())} symbols); label every set "
-                            f"with one model, or use another recipe dir")
+            raise DataError(
+                f"{lang_dir}: already holds other labels (levels {', '.join(old.levels)}: "
+                f"{', '.join(str(len(s)) for s in old.levels.values())} symbols); label every set "
+                f"with one model, or use another recipe dir"
+            )
         if old.default == default:
             return
         maps, silence, score = old.maps, old.silence, old.score

@@ -5,13 +5,14 @@ banner and edits ``os.environ``; both are undone here so the user's terminal sta
 Archives are written next to their scp; the scp is renamed into place last, so a reader
 that trusts the scp never sees a half-written archive.
 """
+
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -46,21 +47,23 @@ def _write_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: Path, scp: Path
     return n
 
 
-def write_mat_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike,
-                      scp: str | os.PathLike, dtype: type = np.float32) -> int:
+def write_mat_ark_scp(
+    items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike, scp: str | os.PathLike, dtype: type = np.float32
+) -> int:
     """Write float matrices (frames x dims) as a binary ark plus scp; return the count.
 
     ``dtype=np.float64`` writes Kaldi double matrices (``DM``), as CMVN stats are.
     """
-    return _write_ark_scp(((k, np.asarray(v, dtype=dtype)) for k, v in items),
-                          Path(ark), Path(scp), kaldi_io.write_mat)
+    return _write_ark_scp(((k, np.asarray(v, dtype=dtype)) for k, v in items), Path(ark), Path(scp), kaldi_io.write_mat)
 
 
-def write_vec_int_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike,
-                          scp: str | os.PathLike) -> int:
+def write_vec_int_ark_scp(
+    items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike, scp: str | os.PathLike
+) -> int:
     """Write int vectors (one label per frame) as a binary ark plus scp; return the count."""
-    return _write_ark_scp(((k, np.asarray(v, dtype=np.int32)) for k, v in items),
-                          Path(ark), Path(scp), kaldi_io.write_vec_int)
+    return _write_ark_scp(
+        ((k, np.asarray(v, dtype=np.int32)) for k, v in items), Path(ark), Path(scp), kaldi_io.write_vec_int
+    )
 
 
 def _checked(path: str | os.PathLike, reader) -> Iterator[tuple[str, np.ndarray]]:
@@ -81,12 +84,14 @@ def _scp_reader(read_one):
     kaldi_io's own scp readers skip unreadable entries with a printed warning (a corpus could
     shrink silently), so every entry here is read explicitly and a failure is an error.
     """
+
     def reader(path: str) -> Iterator[tuple[str, np.ndarray]]:
         with open(path) as f:
             for line in f:
                 if line.strip():
                     key, rxfile = line.split(maxsplit=1)
                     yield key, read_one(rxfile.strip())
+
     return reader
 
 

@@ -24,6 +24,7 @@ byte 4 (float32) or 8 (float64) plus its bytes; an int32 vector is a size byte 4
 count and raw int32 elements.  Text files are whitespace-separated tokens and numbers, and their
 ``<Topology>`` section has its own human-readable layout (``<TopologyEntry> <ForPhones> ...``).
 """
+
 from __future__ import annotations
 
 import os
@@ -92,21 +93,24 @@ class TransitionModel:
         ali = np.asarray(ali, dtype=np.int64)
         bad = ali[(ali < 1) | (ali > self.num_transition_ids)]
         if bad.size:
-            raise DataError(f"{where}: transition id {int(bad[0])} outside 1..{self.num_transition_ids} of the "
-                            f"model; the alignments were made with a different model: use that one")
+            raise DataError(
+                f"{where}: transition id {int(bad[0])} outside 1..{self.num_transition_ids} of the "
+                f"model; the alignments were made with a different model: use that one"
+            )
         return ali
 
 
-def build_transition_model(topology: dict[int, tuple[HmmState, ...]],
-                           tuples: list[tuple[int, int, int, int]], fmt: str,
-                           where: str = "model") -> TransitionModel:
+def build_transition_model(
+    topology: dict[int, tuple[HmmState, ...]], tuples: list[tuple[int, int, int, int]], fmt: str, where: str = "model"
+) -> TransitionModel:
     """Enumerate transition ids as Kaldi's ``ComputeDerived`` does (see the module docstring)."""
     phone, hmm_state, pdf, self_loop = [-1], [-1], [-1], [False]
     for t_phone, t_state, forward_pdf, loop_pdf in tuples:
         entry = topology.get(t_phone)
         if entry is None or not 0 <= t_state < len(entry):
-            raise DataError(f"{where}: transition state ({t_phone}, {t_state}) is not in the topology; "
-                            f"the model file is corrupt")
+            raise DataError(
+                f"{where}: transition state ({t_phone}, {t_state}) is not in the topology; the model file is corrupt"
+            )
         for dest, _prob in entry[t_state].transitions:
             is_loop = dest == t_state
             phone.append(t_phone)
@@ -115,11 +119,15 @@ def build_transition_model(topology: dict[int, tuple[HmmState, ...]],
             self_loop.append(is_loop)
     if len(pdf) == 1:
         raise DataError(f"{where}: the transition model has no transitions; the model file is corrupt")
-    return TransitionModel(topology=topology, tuples=tuple(tuples), format=fmt,
-                           tid_phone=np.array(phone, dtype=np.int64),
-                           tid_hmm_state=np.array(hmm_state, dtype=np.int64),
-                           tid_pdf=np.array(pdf, dtype=np.int64),
-                           tid_self_loop=np.array(self_loop, dtype=bool))
+    return TransitionModel(
+        topology=topology,
+        tuples=tuple(tuples),
+        format=fmt,
+        tid_phone=np.array(phone, dtype=np.int64),
+        tid_hmm_state=np.array(hmm_state, dtype=np.int64),
+        tid_pdf=np.array(pdf, dtype=np.int64),
+        tid_self_loop=np.array(self_loop, dtype=bool),
+    )
 
 
 def read_transition_model(path: str | os.PathLike) -> TransitionModel:
@@ -140,8 +148,10 @@ def read_transition_model(path: str | os.PathLike) -> TransitionModel:
         except DataError:
             first = None
         if first != "<TransitionModel>":
-            raise DataError(f"{path}: not a Kaldi model (no <TransitionModel> at the start); give the "
-                            f"final.mdl (or N.mdl) of the alignment dir")
+            raise DataError(
+                f"{path}: not a Kaldi model (no <TransitionModel> at the start); give the "
+                f"final.mdl (or N.mdl) of the alignment dir"
+            )
         topology = _read_topology_binary(reader) if binary else _read_topology_text(reader)
         fmt_token = reader.token()
         if fmt_token not in ("<Triples>", "<Tuples>"):
@@ -156,7 +166,7 @@ def read_transition_model(path: str | os.PathLike) -> TransitionModel:
     return build_transition_model(topology, tuples, fmt, where=str(path))
 
 
-def _read_topology_binary(r: "_Reader") -> dict[int, tuple[HmmState, ...]]:
+def _read_topology_binary(r: _Reader) -> dict[int, tuple[HmmState, ...]]:
     """Kaldi ``HmmTopology::Read`` binary branch: phones, phone2idx, then the entries."""
     r.expect("<Topology>")
     phones = r.int_vector()
@@ -183,7 +193,7 @@ def _read_topology_binary(r: "_Reader") -> dict[int, tuple[HmmState, ...]]:
     return topology
 
 
-def _read_topology_text(r: "_Reader") -> dict[int, tuple[HmmState, ...]]:
+def _read_topology_text(r: _Reader) -> dict[int, tuple[HmmState, ...]]:
     """Kaldi ``HmmTopology::Read`` text branch (the layout of ``data/lang/topo``)."""
     r.expect("<Topology>")
     topology: dict[int, tuple[HmmState, ...]] = {}
@@ -229,7 +239,7 @@ def _read_topology_text(r: "_Reader") -> dict[int, tuple[HmmState, ...]]:
     return topology
 
 
-def _nonneg(r: "_Reader", n: int) -> int:
+def _nonneg(r: _Reader, n: int) -> int:
     if n < 0:
         r.fail(f"negative count {n}")
     return n
@@ -242,8 +252,9 @@ class _Reader:
         self.f, self.binary, self.path = f, binary, path
 
     def fail(self, what: str) -> NoReturn:
-        raise DataError(f"{self.path}: corrupt Kaldi TransitionModel near byte {self.f.tell()} ({what}); "
-                        f"re-copy the model file")
+        raise DataError(
+            f"{self.path}: corrupt Kaldi TransitionModel near byte {self.f.tell()} ({what}); re-copy the model file"
+        )
 
     def _read(self, n: int) -> bytes:
         data = self.f.read(n)

@@ -10,6 +10,7 @@ train's running sum tracks the input's running sum.  The same step is the output
 gated SNN, which encodes its synaptic trace ``h`` this way.  ``input_encoding: none`` passes
 the features through unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ from torch import Tensor, nn
 from snnasr.models.spikes import Quantizer
 
 
-def sigma_delta_step(x: Tensor, residual: Tensor, quantizer: Quantizer,
-                     valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def sigma_delta_step(
+    x: Tensor, residual: Tensor, quantizer: Quantizer, valid: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """``(s_t, r_t)`` from ``x_t`` and ``r_{t-1}``: ``a = r + x``, ``s = Q(a)``, ``r = a - s``."""
     a = residual + x
     s = quantizer(a, valid)

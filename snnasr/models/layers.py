@@ -9,6 +9,7 @@ them, which shifts the statistics with the amount of padding.  Padded frames com
 Dropout (seed, models.md §4): one inverted Bernoulli mask ``m`` of shape ``[B, H]`` per layer
 and minibatch, shared by every frame: ``m = Bernoulli(1-p) / (1-p)`` in training, 1 in eval.
 """
+
 from __future__ import annotations
 
 import torch

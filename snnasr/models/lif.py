@@ -15,6 +15,7 @@ autograd, at the start of every forward, i.e. right before each use.  Gradients 
 the unclamped expression, exactly as "clamp after each optimiser step"; a value an optimiser
 step pushed out of range is never used.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -29,12 +30,13 @@ from snnasr.models.spikes import Quantizer
 
 
 class LIFState(NamedTuple):
-    current: Tensor   # I, [B, H]
+    current: Tensor  # I, [B, H]
     membrane: Tensor  # v, [B, H]
 
 
-def lif_step(j: Tensor, state: LIFState, decay: Tensor, quantizer: Quantizer,
-             valid: Tensor | None = None) -> tuple[Tensor, LIFState]:
+def lif_step(
+    j: Tensor, state: LIFState, decay: Tensor, quantizer: Quantizer, valid: Tensor | None = None
+) -> tuple[Tensor, LIFState]:
     """One frame: drive ``J_t`` ``[B, H]`` and state in, ``(s_t, new state)`` out; no mutation."""
     i = torch.addcmul(j, decay, state.current)
     v = state.membrane + i
@@ -45,8 +47,9 @@ def lif_step(j: Tensor, state: LIFState, decay: Tensor, quantizer: Quantizer,
 class LIFLayer(nn.Module):
     """``forward(x [T, B, F], mask [T, B]) -> spikes [T, B, H]``."""
 
-    def __init__(self, n_in: int, hidden: int, *, dropout: float, batchnorm: bool, decay_init: float,
-                 quantizer: Quantizer) -> None:
+    def __init__(
+        self, n_in: int, hidden: int, *, dropout: float, batchnorm: bool, decay_init: float, quantizer: Quantizer
+    ) -> None:
         super().__init__()
         self.n_in, self.hidden, self.p = n_in, hidden, dropout
         self.weight = nn.Parameter(kaiming_uniform_(torch.empty(hidden, n_in)))

@@ -16,9 +16,9 @@ of each sequence, so causal recurrence leaves valid frames untouched and no pack
 Weights: ``4(F·H + H²)`` (LSTM) or ``3(F·H + H²)`` (GRU) per layer, plus the kernels' two bias
 vectors.  Output ``h`` ``[T, B, H]``.
 """
+
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm

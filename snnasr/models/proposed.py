@@ -17,6 +17,7 @@ work is element-wise only.  ``m`` is the time-shared dropout mask (training only
 
 Weights: ``2(F·H + H²)`` (v2) or ``2F·H`` (v1), against ``4(F·H + H²)`` for an LSTM.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -31,13 +32,19 @@ from snnasr.models.spikes import Quantizer
 
 
 class GatedState(NamedTuple):
-    trace: Tensor     # h, [B, H]
+    trace: Tensor  # h, [B, H]
     residual: Tensor  # r = a - s, [B, H]
-    spikes: Tensor    # s_{t-1}, [B, H]
+    spikes: Tensor  # s_{t-1}, [B, H]
 
 
-def gated_step(pre: Tensor, state: GatedState, recurrent: Tensor | None, drop: Tensor | None,
-               quantizer: Quantizer, valid: Tensor | None = None) -> tuple[Tensor, GatedState]:
+def gated_step(
+    pre: Tensor,
+    state: GatedState,
+    recurrent: Tensor | None,
+    drop: Tensor | None,
+    quantizer: Quantizer,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, GatedState]:
     """One frame (v2 when ``recurrent`` is U ``[2H, H]``): ``pre`` = ``[P^z_t | P^c_t]`` ``[B, 2H]``."""
     if recurrent is not None:
         pre = torch.addmm(pre, state.spikes, recurrent.t())
@@ -51,8 +58,9 @@ def gated_step(pre: Tensor, state: GatedState, recurrent: Tensor | None, drop: T
     return s, GatedState(h, residual, s)
 
 
-def gated_step_v1(update: Tensor, forget: Tensor, state: GatedState, quantizer: Quantizer,
-                  valid: Tensor | None = None) -> tuple[Tensor, GatedState]:
+def gated_step_v1(
+    update: Tensor, forget: Tensor, state: GatedState, quantizer: Quantizer, valid: Tensor | None = None
+) -> tuple[Tensor, GatedState]:
     """One v1 frame from precomputed ``z_t`` and ``(1 - z_t) ⊙ c_t ⊙ m`` ``[B, H]``."""
     h = torch.addcmul(update, forget, state.trace)
     s, residual = sigma_delta_step(h, state.residual, quantizer, valid)
@@ -62,8 +70,9 @@ def gated_step_v1(update: Tensor, forget: Tensor, state: GatedState, quantizer: 
 class GatedSpikingLayer(nn.Module):
     """``forward(x [T, B, F], mask [T, B]) -> spikes [T, B, H]``."""
 
-    def __init__(self, n_in: int, hidden: int, *, recurrent: bool, dropout: float, batchnorm: bool,
-                 quantizer: Quantizer) -> None:
+    def __init__(
+        self, n_in: int, hidden: int, *, recurrent: bool, dropout: float, batchnorm: bool, quantizer: Quantizer
+    ) -> None:
         super().__init__()
         self.n_in, self.hidden, self.p, self.recurrent = n_in, hidden, dropout, recurrent
         self.weight = nn.Parameter(kaiming_uniform_(torch.empty(2 * hidden, n_in)))
@@ -71,7 +80,7 @@ class GatedSpikingLayer(nn.Module):
         self.norm_c = make_norm(hidden, batchnorm)
         if recurrent:
             self.weight_rec = nn.Parameter(torch.empty(2 * hidden, hidden))
-            nn.init.orthogonal_(self.weight_rec, gain=2 ** 0.5)
+            nn.init.orthogonal_(self.weight_rec, gain=2**0.5)
         else:
             self.register_parameter("weight_rec", None)
         self.quantizer = quantizer

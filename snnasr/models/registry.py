@@ -5,9 +5,11 @@ Model: ``x`` ``[T, B, F]`` → [input encoder, SNNs only] → L hidden layers �
 :class:`ModelOutput`; padded frames (``mask`` False, at the end of each sequence) do not change
 valid frames' outputs nor any BN statistics.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
@@ -22,21 +24,22 @@ from snnasr.models.spikes import Quantizer
 
 
 class ModelOutput(NamedTuple):
-    logits: Tensor                # [T, B, C], before log-softmax
-    layer_inputs: list[Tensor]    # [T, B, F_l], as each hidden layer sees its input
-    layer_outputs: list[Tensor]   # [T, B, H], spikes (SNNs) or h (LSTM/GRU)
+    logits: Tensor  # [T, B, C], before log-softmax
+    layer_inputs: list[Tensor]  # [T, B, F_l], as each hidden layer sees its input
+    layer_outputs: list[Tensor]  # [T, B, H], spikes (SNNs) or h (LSTM/GRU)
 
 
 class LayerSpec(NamedTuple):
-    kind: str        # lstm | gru | lif | proposed
+    kind: str  # lstm | gru | lif | proposed
     n_in: int
     hidden: int
     recurrent: bool  # has weights on its own previous output
 
 
 class AcousticModel(nn.Module):
-    def __init__(self, arch: str, layers: list[nn.Module], readout: Readout, n_out: int,
-                 encoder: nn.Module | None) -> None:
+    def __init__(
+        self, arch: str, layers: list[nn.Module], readout: Readout, n_out: int, encoder: nn.Module | None
+    ) -> None:
         super().__init__()
         self.arch, self.n_out = arch, n_out
         self.encoder = encoder
@@ -80,19 +83,29 @@ def _widths(cfg: ModelConfig, n_in: int) -> list[tuple[int, int]]:
 
 def _build_rnn(kind: str) -> Callable[[ModelConfig, int], tuple[list[nn.Module], nn.Module | None]]:
     def build_layers(cfg: ModelConfig, n_in: int) -> tuple[list[nn.Module], nn.Module | None]:
-        return [RecurrentLayer(kind, i, h, dropout=cfg.dropout, batchnorm=cfg.batchnorm)
-                for i, h in _widths(cfg, n_in)], None
+        return [
+            RecurrentLayer(kind, i, h, dropout=cfg.dropout, batchnorm=cfg.batchnorm) for i, h in _widths(cfg, n_in)
+        ], None
+
     return build_layers
 
 
 def _build_lif(cfg: ModelConfig, n_in: int) -> tuple[list[nn.Module], nn.Module | None]:
-    return [LIFLayer(i, h, dropout=cfg.dropout, batchnorm=cfg.batchnorm, decay_init=cfg.lif_decay_init,
-                     quantizer=_quantizer(cfg)) for i, h in _widths(cfg, n_in)], _encoder(cfg)
+    return [
+        LIFLayer(
+            i, h, dropout=cfg.dropout, batchnorm=cfg.batchnorm, decay_init=cfg.lif_decay_init, quantizer=_quantizer(cfg)
+        )
+        for i, h in _widths(cfg, n_in)
+    ], _encoder(cfg)
 
 
 def _build_proposed(cfg: ModelConfig, n_in: int) -> tuple[list[nn.Module], nn.Module | None]:
-    return [GatedSpikingLayer(i, h, recurrent=cfg.recurrent, dropout=cfg.dropout, batchnorm=cfg.batchnorm,
-                              quantizer=_quantizer(cfg)) for i, h in _widths(cfg, n_in)], _encoder(cfg)
+    return [
+        GatedSpikingLayer(
+            i, h, recurrent=cfg.recurrent, dropout=cfg.dropout, batchnorm=cfg.batchnorm, quantizer=_quantizer(cfg)
+        )
+        for i, h in _widths(cfg, n_in)
+    ], _encoder(cfg)
 
 
 BUILDERS: dict[str, Callable[[ModelConfig, int], tuple[list[nn.Module], nn.Module | None]]] = {
@@ -111,4 +124,3 @@ def build(arch: str, cfg: ModelConfig, n_in: int, n_out: int) -> AcousticModel:
         raise ConfigError(f"input dim {n_in} / output classes {n_out}: both must be positive; check the data dir")
     layers, encoder = BUILDERS[arch](cfg, n_in)
     return AcousticModel(arch, layers, Readout(cfg.hidden, n_out, cfg.batchnorm), n_out, encoder)
-

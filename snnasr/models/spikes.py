@@ -40,10 +40,11 @@ Surrogates ``g(x, width)`` are pseudo-derivatives of the unit step H(x) at x = 0
 integral 1 over x (multi-gaussian: 0.425, as Yin et al.'s), ``width`` (``surrogate_scale``)
 stretching x.  :func:`spike` is a Heaviside with a named surrogate for threshold neurons.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -66,14 +67,15 @@ def _triangle(x: Tensor, width: float) -> Tensor:
 
 
 def _gauss(x: Tensor, mu: float, sigma: float) -> Tensor:
-    return torch.exp(-((x - mu) ** 2) / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+    return torch.exp(-((x - mu) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
 
 
 def _multi_gaussian(x: Tensor, width: float) -> Tensor:
     # Yin et al. 2021: sigma 0.5, h 0.15, s 6, gamma 0.5 (integral 0.425); width stretches sigma.
     sigma, h, s, gamma = 0.5 * width, 0.15, 6.0, 0.5
-    return gamma * ((1 + h) * _gauss(x, 0.0, sigma) - h * _gauss(x, sigma, s * sigma)
-                    - h * _gauss(x, -sigma, s * sigma))
+    return gamma * (
+        (1 + h) * _gauss(x, 0.0, sigma) - h * _gauss(x, sigma, s * sigma) - h * _gauss(x, -sigma, s * sigma)
+    )
 
 
 def _atan(x: Tensor, width: float) -> Tensor:
@@ -147,8 +149,15 @@ def quantize(a: Tensor, r: Tensor, n_bits: int, threshold: int) -> Tensor:
 
 class _Quantize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: Tensor, r: Tensor, n_bits: int, threshold: int,  # type: ignore[override]
-                surrogate: str, width: float) -> Tensor:
+    def forward(
+        ctx,
+        a: Tensor,
+        r: Tensor,
+        n_bits: int,
+        threshold: int,  # type: ignore[override]
+        surrogate: str,
+        width: float,
+    ) -> Tensor:
         r = torch.where(r > 0, r, torch.full_like(r, float(n_levels(n_bits))))
         inside = a.abs() <= r
         if surrogate == "ste-box":
@@ -180,24 +189,31 @@ class Quantizer(nn.Module):
     ``forward(a)`` quantises one time step ``[B, H]`` (any shape works; min/max are per tensor).
     """
 
-    def __init__(self, n_bits: int = 6, threshold: int = 3, momentum: float = 0.1,
-                 surrogate: str = "ste-box", surrogate_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        n_bits: int = 6,
+        threshold: int = 3,
+        momentum: float = 0.1,
+        surrogate: str = "ste-box",
+        surrogate_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         if not 1 <= n_bits <= 16:
             raise ConfigError(f"n_bits={n_bits}: must be between 1 and 16")
         if threshold < 0 or threshold >= max(top_level(n_bits), 1):
-            raise ConfigError(f"threshold={threshold}: with n_bits={n_bits} the dead zone must be in "
-                              f"[0, {max(top_level(n_bits), 1) - 1}] so that some level can fire")
+            raise ConfigError(
+                f"threshold={threshold}: with n_bits={n_bits} the dead zone must be in "
+                f"[0, {max(top_level(n_bits), 1) - 1}] so that some level can fire"
+            )
         get_surrogate(surrogate)
         self.n_bits, self.threshold, self.momentum = n_bits, threshold, momentum
         self.surrogate, self.surrogate_scale = surrogate, surrogate_scale
-        self.register_buffer("ema", torch.zeros(2))       # (M_min, M_max), not bias-corrected
-        self.register_buffer("calls", torch.zeros(()))    # n, as float to stay on-device
-        self.register_buffer("range", torch.zeros(()))    # R used in eval (frozen)
+        self.register_buffer("ema", torch.zeros(2))  # (M_min, M_max), not bias-corrected
+        self.register_buffer("calls", torch.zeros(()))  # n, as float to stay on-device
+        self.register_buffer("range", torch.zeros(()))  # R used in eval (frozen)
 
     def extra_repr(self) -> str:
-        return (f"n_bits={self.n_bits}, threshold={self.threshold}, momentum={self.momentum}, "
-                f"surrogate={self.surrogate}")
+        return f"n_bits={self.n_bits}, threshold={self.threshold}, momentum={self.momentum}, surrogate={self.surrogate}"
 
     @torch.no_grad()
     def _track(self, a: Tensor, valid: Tensor | None) -> Tensor:
@@ -222,5 +238,4 @@ class Quantizer(nn.Module):
     def forward(self, a: Tensor, valid: Tensor | None = None) -> Tensor:
         """Quantise one step ``a`` ``[B, ...]``; ``valid`` ``[B]`` (None = all) masks the EMA update."""
         r = self._track(a, valid) if self.training else self.range
-        return _Quantize.apply(a, r.to(a.dtype), self.n_bits, self.threshold,
-                               self.surrogate, self.surrogate_scale)
+        return _Quantize.apply(a, r.to(a.dtype), self.n_bits, self.threshold, self.surrogate, self.surrogate_scale)
