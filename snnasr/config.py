@@ -74,11 +74,16 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 24
     lr: float = 1e-3
-    # Minibatches hold at most this many frames (padding included), from length-sorted buckets.
-    batch_frames: int = 32000
+    # Minibatches of length-sorted pieces close at either limit (null = no limit, not both null):
+    # batch_size sequences (the seed: 64) or batch_frames padded frames (a memory budget).
+    batch_size: int | None = 64
+    batch_frames: int | None = None
     # "<max_len>*<epochs>|...": utterances longer than max_len are cut into pieces.
     curriculum: str = "100*5|200*4|400*4|800*4|1000*7"
+    # New-bob (seed): halve lr (not below lr_floor) once the relative dev frame-error improvement
+    # has stayed below newbob_threshold for more than newbob_patience consecutive epochs.
     newbob_threshold: float = 0.005
+    newbob_patience: int = 1
     lr_floor: float = 1.25e-4
     grad_clip: float = 0.0
     eval_max_len: int = 1000
@@ -87,7 +92,17 @@ class TrainConfig:
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
-        _positive("train.batch_frames", self.batch_frames)
+        if self.batch_size is None and self.batch_frames is None:
+            raise ConfigError(
+                "train.batch_size and train.batch_frames are both null; set one (the seed: batch_size 64)"
+            )
+        for name in ("batch_size", "batch_frames"):
+            if getattr(self, name) is not None:
+                _positive(f"train.{name}", getattr(self, name))
+        if self.newbob_patience < 0:
+            raise ConfigError(
+                f"train.newbob_patience={self.newbob_patience}: must be >= 0 (0 = halve on the first stall)"
+            )
         _positive("train.log_every", self.log_every)
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr}: must be positive")
