@@ -45,8 +45,11 @@ class ModelConfig:
     input_threshold: int = 3
     # proposed: true = gates also see the layer's own previous output (paper / v2); false = v1.
     recurrent: bool = True
-    # lif: initial per-neuron synaptic decay, kept in [0, 1].
-    lif_decay_init: float = 1.0
+    # lif: initial per-neuron synaptic decay β, kept in [0, 1]: U[lif_decay_init, lif_decay_init_max]
+    # (default U[0.5, 1]); lif_decay_init_max: null = every neuron at lif_decay_init.  The seed's
+    # exact setting is lif_decay_init: 1.0, lif_decay_init_max: null (see snnasr.models.lif).
+    lif_decay_init: float = 0.5
+    lif_decay_init_max: float | None = 1.0
 
     def check(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
@@ -68,6 +71,11 @@ class ModelConfig:
                 )
         if not 0.0 <= self.lif_decay_init <= 1.0:
             raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
+        hi = self.lif_decay_init_max
+        if hi is not None and not self.lif_decay_init <= hi <= 1.0:
+            raise ConfigError(
+                f"model.lif_decay_init_max={hi}: must be in [lif_decay_init, 1] = [{self.lif_decay_init}, 1] (or null)"
+            )
 
 
 @dataclass
@@ -86,6 +94,8 @@ class TrainConfig:
     newbob_patience: int = 1
     lr_floor: float = 1.25e-4
     grad_clip: float = 0.0
+    # Spike-activity regulariser: loss += activity_reg * mean |output| of each hidden layer (0 = off).
+    activity_reg: float = 0.0
     eval_max_len: int = 1000
     # Minibatches between progress-bar updates (each update syncs the device once).
     log_every: int = 50
@@ -106,6 +116,8 @@ class TrainConfig:
         _positive("train.log_every", self.log_every)
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr}: must be positive")
+        if self.activity_reg < 0:
+            raise ConfigError(f"train.activity_reg={self.activity_reg}: must be >= 0 (0 = off)")
         parse_curriculum(self.curriculum)
 
 

@@ -179,19 +179,39 @@ class Totals:
         return t
 
 
-def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed):
+def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Summed over valid frames: the mean ``|s|`` of each hidden layer's output, added over layers.
+
+    The optional spike-activity regulariser (``train.activity_reg``): an L1 pull of the outputs
+    towards 0 trades accuracy for zeros (and so for ops), the lever the seed's sparsity
+    discussion names.  For LSTM/GRU it acts on ``h``; the recipes use it for the SNNs only.
+    """
+    valid = mask.unsqueeze(-1)
+    return sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs)
+
+
+def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed, activity_reg: float = 0.0):
     x, y, mask = batch.gather(data)
     out = model(x, mask)
     loss, correct = masked_loss_correct(out.logits, y)
     widths = [o.shape[-1] for o in out.layer_outputs]
-    return loss, correct, zero_counts(out.layer_outputs, mask), widths
+    penalty = activity_reg * activity_penalty(out.layer_outputs, mask) if activity_reg > 0 else None
+    return loss, correct, zero_counts(out.layer_outputs, mask), widths, penalty
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed, grad_clip: float):
-    """One optimiser step on the per-frame mean loss; returns the sums for :class:`Totals`."""
-    loss, correct, zeros, widths = _forward_stats(model, batch, data)
+def _train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Batch,
+    data: Packed,
+    grad_clip: float,
+    activity_reg: float = 0.0,
+):
+    """One optimiser step on the per-frame mean loss (+ penalty); returns the sums for :class:`Totals`."""
+    loss, correct, zeros, widths, penalty = _forward_stats(model, batch, data, activity_reg)
     opt.zero_grad(set_to_none=True)
-    (loss / batch.n_frames).backward()
+    objective = loss if penalty is None else loss + penalty
+    (objective / batch.n_frames).backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
@@ -210,7 +230,7 @@ def evaluate(
         for batch in batches:
             if check is not None:
                 check()
-            totals.add(*_forward_stats(model, batch, data), frames=batch.n_frames)
+            totals.add(*_forward_stats(model, batch, data)[:4], frames=batch.n_frames)
     finally:
         model.train(was_training)
     return totals.summary()
@@ -470,7 +490,8 @@ def fit(
                 while step < len(batches):
                     stop.check()
                     totals.add(
-                        *_train_step(model, opt, batches[step], train, tc.grad_clip), frames=batches[step].n_frames
+                        *_train_step(model, opt, batches[step], train, tc.grad_clip, tc.activity_reg),
+                        frames=batches[step].n_frames,
                     )
                     step += 1
                     bar.update(1)

@@ -419,3 +419,9 @@ def test_cli_train_resume_and_interrupt(tmp_path, monkeypatch):
     model, cfg, meta = T.load_model(run, device="cpu")
     assert meta["arch"] == "proposed" == model.arch and meta["level"] == "phone" and cfg.model.hidden == 8
     assert "# " in (run / "train.log").read_text().splitlines()[0]
+
+
+def test_activity_penalty_is_mean_abs_output_per_layer_over_valid_frames():
+    out = torch.tensor([[[1.0, -3.0]], [[5.0, 5.0]]])  # [T=2, B=1, H=2]
+    mask = torch.tensor([[True], [False]])
+    assert T.activity_penalty([out, 2 * out], mask).item() == pytest.approx(2.0 + 4.0)
