@@ -167,3 +167,89 @@ def test_real_speech_strict_fails_at_the_first_bad_utterance(tmp_path, monkeypat
     (line,) = error_lines(err)
     assert line.startswith("snnasr prep timit: lucas0_si724: ") and "--strict" in line
     assert not (tmp_path / "recipe" / "data").exists()
+
+
+# ---------------------------------------------------------------- provenance
+
+
+TRAIN_ARGS = (
+    "--arch",
+    "lstm",
+    "--device",
+    "cpu",
+    "model.hidden=8",
+    "model.layers=1",
+    "train.epochs=1",
+    "train.batch_frames=400",
+    "train.curriculum=50*1",
+    "train.eval_max_len=50",
+    "data.dev_set=train",
+)
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch, capsys):
+    """A tiny recipe (tests/test_features.make_recipe) with features and a 1-epoch LSTM in exp/lstm."""
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path)
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "train", *TRAIN_ARGS, "-d", recipe)
+    assert code == 0, err
+    return recipe
+
+
+def test_eval_refuses_features_the_model_was_not_trained_on(trained, monkeypatch, capsys):
+    results = trained / "exp" / "lstm" / "eval_train" / "results.json"
+    assert run_cli(monkeypatch, capsys, "eval", "exp/lstm", "--set", "train", "-d", trained)[0] == 0
+    before = results.read_bytes()
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "--cmvn", "utt", "-d", trained)[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "exp/lstm", "--set", "train", "-d", trained)
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("snnasr eval: ") and "not the features/labels lstm was trained on" in line
+    assert "CMVN speaker -> utt" in line and "re-train" in line
+    assert results.read_bytes() == before  # the earlier, valid result is untouched
+
+
+def test_resume_refuses_changed_data(trained, monkeypatch, capsys):
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "--num-bins", "23", "-d", trained)[0] == 0
+    ckpts = sorted((trained / "exp" / "lstm" / "checkpoints").iterdir())
+    args = [a if a != "train.epochs=1" else "train.epochs=2" for a in TRAIN_ARGS]
+    code, _, err = run_cli(monkeypatch, capsys, "train", *args, "--resume", "-d", trained)
+    assert code == 1 and "Traceback" not in err
+    line = error_lines(err)[-1]
+    assert line.startswith("snnasr train: ")
+    assert "feature dimension 40 -> 23" in line or "inputs" in line
+    assert sorted((trained / "exp" / "lstm" / "checkpoints").iterdir()) == ckpts
+
+
+def test_resume_refuses_changed_utterance_list(trained, monkeypatch, capsys):
+    data = trained / "data" / "train"
+    for name in ("wav.scp", "text", "utt2spk"):
+        table = (data / name).read_text().splitlines()
+        (data / name).write_text("\n".join(line for line in table if not line.startswith("spk1_u3")) + "\n")
+    (data / "spk2utt").write_text("spk0 spk0_u0 spk0_u1\nspk1 spk1_u2\n")
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", trained)[0] == 0
+    args = [a if a != "train.epochs=1" else "train.epochs=2" for a in TRAIN_ARGS]
+    code, _, err = run_cli(monkeypatch, capsys, "train", *args, "--resume", "-d", trained)
+    assert code == 1
+    line = error_lines(err)[-1]
+    assert "the train data changed since epoch1.pt was written" in line and "number of utterances 4 -> 3" in line
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_model_or_checkpoint_is_one_line(trained, monkeypatch, capsys, damage):
+    run = trained / "exp" / "lstm"
+    for path, stage, args in (
+        (run / "model.pt", "eval", ["eval", "exp/lstm", "--set", "train"]),
+        (run / "checkpoints" / "epoch1.pt", "train", ["train", *TRAIN_ARGS, "--resume"]),
+    ):
+        blob = path.read_bytes()
+        path.write_bytes({"empty": b"", "truncated": blob[: len(blob) // 2], "garbage": b"not a model" * 10}[damage])
+        code, _, err = run_cli(monkeypatch, capsys, *args, "-d", trained)
+        assert code == 1 and "Traceback" not in err and "Aborted" not in err
+        line = error_lines(err)[-1]
+        assert line.startswith(f"snnasr {stage}: {path}: "), line
+        assert ("empty" if damage == "empty" else "truncated or corrupt") in line
+        path.write_bytes(blob)
