@@ -405,11 +405,19 @@ def run_evaluation(
 
 def _print_summary(results: dict[str, Any]) -> None:
     """Paper-style table: this run beside every other run of the recipe evaluated the same way."""
-    from snnasr.report import group_rows, load_results, markdown_table, result_row, table_caption, table_key
+    from snnasr.report import (
+        current_results,
+        group_rows,
+        load_results,
+        markdown_table,
+        result_row,
+        table_caption,
+        table_key,
+    )
 
     siblings = Path(results["exp_dir"]).parent.glob(f"*/eval_{results['set']}/{results['results_file']}")
     try:
-        same = [r for r in load_results(sorted(siblings)) if table_key(r) == table_key(results)]
+        same = [r for r in current_results(load_results(sorted(siblings))) if table_key(r) == table_key(results)]
     except DataError as e:  # a stale sibling must not hide this run's numbers
         click.echo(f"note: other runs not shown ({e})", err=True)
         same = []

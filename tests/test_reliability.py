@@ -6,7 +6,9 @@ the `.PHN` quirks of real LDC copies.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +255,70 @@ def test_damaged_model_or_checkpoint_is_one_line(trained, monkeypatch, capsys, d
         assert line.startswith(f"snnasr {stage}: {path}: "), line
         assert ("empty" if damage == "empty" else "truncated or corrupt") in line
         path.write_bytes(blob)
+
+
+# ---------------------------------------------------------------- stale and unfinished results
+
+
+def test_unfinished_then_stale_results_and_own_file_per_convention(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from test_features import make_recipe
+
+    import snnasr.train as T
+
+    recipe = make_recipe(tmp_path)
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)[0] == 0
+    real_evaluate, calls = T.evaluate, {"n": 0}
+
+    def interrupt_in_epoch_2(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kw)
+
+    monkeypatch.setattr(T, "evaluate", interrupt_in_epoch_2)
+    args = [a if a != "train.epochs=1" else "train.epochs=2" for a in TRAIN_ARGS]
+    code, _, err = run_cli(monkeypatch, capsys, "train", *args, "-d", recipe)
+    assert code == 130
+    resume = err.strip().splitlines()[-1].split("continue with: ")[1]
+    assert "--resume" in resume and all(a in shlex.split(resume) for a in args)  # every override kept
+    monkeypatch.setattr(T, "evaluate", real_evaluate)
+
+    # An evaluation of the unfinished run is marked so in the report.
+    assert run_cli(monkeypatch, capsys, "eval", "exp/lstm", "--set", "train", "-d", recipe)[0] == 0
+    results = recipe / "exp" / "lstm" / "eval_train" / "results.json"
+    stamp = json.loads(results.read_text())["model"]
+    assert stamp["epoch"] == 1 and stamp["epochs"] == 2 and stamp["finished"] is False
+    assert run_cli(monkeypatch, capsys, "report", "-d", recipe)[0] == 0
+    md = (recipe / "exp" / "report.md").read_text()
+    assert "| lstm (unfinished: lstm) |" in md and "Unfinished" in md
+
+    # The printed command resumes the run; the finished model makes the old evaluation stale.
+    code, _, err = run_cli(monkeypatch, capsys, *shlex.split(resume)[1:])
+    assert code == 0, err
+    code, _, err = run_cli(monkeypatch, capsys, "report", "-d", recipe)
+    assert code == 1
+    assert re.search(r"warning: .*results.json: scored a model.pt that has since been replaced; left out", err)
+    assert error_lines(err)[-1].startswith("snnasr report: every result is stale")
+    assert run_cli(monkeypatch, capsys, "eval", "exp/lstm", "--set", "train", "-d", recipe)[0] == 0
+    assert json.loads(results.read_text())["model"]["finished"] is True
+    assert run_cli(monkeypatch, capsys, "report", "-d", recipe)[0] == 0
+    assert "unfinished" not in (recipe / "exp" / "report.md").read_text().lower()
+
+    # Each ops convention has its own file: the official one does not replace what report reads.
+    before = results.read_bytes()
+    code, _, _ = run_cli(
+        monkeypatch, capsys, "eval", "exp/lstm", "--set", "train", "--report-ops", "--ops-convention", "official",
+        "-d", recipe,
+    )  # fmt: skip
+    assert code == 0 and results.read_bytes() == before
+    official = json.loads((results.parent / "results_official.json").read_text())
+    assert official["ops"]["convention"] == "official" and (results.parent / "ops_official.json").is_file()
+
+    # A copy of a run (same config, same seed) is not a second seed.
+    shutil.copytree(recipe / "exp" / "lstm", recipe / "exp" / "lstm_copy")
+    code, _, err = run_cli(monkeypatch, capsys, "report", "-d", recipe)
+    assert code == 1
+    (line,) = error_lines(err)
+    assert "same configuration and seed 1, so not independent repeats" in line
