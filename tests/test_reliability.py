@@ -322,3 +322,162 @@ def test_unfinished_then_stale_results_and_own_file_per_convention(tmp_path, mon
     assert code == 1
     (line,) = error_lines(err)
     assert "same configuration and seed 1, so not independent repeats" in line
+
+
+# ---------------------------------------------------------------- audio the reader must refuse
+
+
+def _write(path: Path, kind: str, n: int = 4800) -> Path:
+    """A recording of ``n`` samples at 16 kHz broken in one way (``kind``)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, n)
+    if kind == "nan":
+        x[100] = np.nan
+        sf.write(path, x, RATE, subtype="FLOAT")
+    elif kind == "inf":
+        x[7] = np.inf
+        sf.write(path, x, RATE, subtype="DOUBLE")
+    elif kind == "stereo":
+        sf.write(path, np.stack([x, x], 1), RATE, subtype="PCM_16")
+    elif kind == "rate":
+        sf.write(path, x, 8000, subtype="PCM_16")
+    elif kind == "empty":
+        sf.write(path, x[:0], RATE, subtype="PCM_16")
+    elif kind == "zero bytes":
+        path.write_bytes(b"")
+    elif kind == "header":
+        sf.write(path, x, RATE, subtype="PCM_16")
+        blob = bytearray(path.read_bytes())
+        blob[:12] = b"RIFX\0\0\0\0JUNK"
+        path.write_bytes(bytes(blob))
+    elif kind == "truncated":
+        sf.write(path, x, RATE, subtype="PCM_16")
+        path.write_bytes(path.read_bytes()[:4000])
+    return path
+
+
+AUDIO_CASES = {
+    "nan": "1 non-finite samples (NaN/inf, first at sample 100)",
+    "inf": "1 non-finite samples (NaN/inf, first at sample 7)",
+    "stereo": "2 channels; snnasr expects mono",
+    "rate": "sample rate 8000 Hz, expected 16000 Hz",
+    "empty": "audio is empty",
+    "zero bytes": "unreadable audio",
+    "header": "unreadable audio",
+    "truncated": "truncated audio (header declares 4800 samples, the file holds 1978)",
+}
+
+
+@pytest.mark.parametrize("kind", list(AUDIO_CASES))
+def test_audio_reader_refuses(tmp_path, kind):
+    from snnasr.audio import audio_info, read_audio
+
+    path = _write(tmp_path / "x.wav", kind)
+    readers = [read_audio] if kind in ("nan", "inf") else [read_audio, audio_info]  # header-only can't see NaN
+    for read in readers:
+        with pytest.raises(DataError) as e:
+            read(path, expected_rate=RATE)
+        assert str(e.value).startswith(f"{path}: ") and AUDIO_CASES[kind] in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["nan", "stereo", "truncated"])
+def test_features_drops_bad_audio_by_name_and_keeps_the_rest(tmp_path, capsys, kind):
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path, seconds=(0.31, 0.25, 0.42, 0.2, 0.3, 0.3) * 4)
+    data = recipe / "data" / "train"
+    wav = read_table(data / "wav.scp")
+    victim = "spk1_u2"
+    _write(Path(wav[victim]), kind, n=sf.info(wav[victim]).frames)
+    counts = make_features(data, FeatureOptions.load(None), max_bad_fraction=0.05)
+    assert counts["utterances"] == len(wav) - 1 == counts["labelled"] and counts["dropped"] == 1
+    err = capsys.readouterr().err
+    (warning,) = [line for line in err.splitlines() if "warning: dropped" in line]
+    assert warning.startswith(f"snnasr features: warning: dropped {victim}: {wav[victim]}: ")
+    assert victim not in [line.split()[0] for line in (data / "feats.scp").read_text().splitlines()]
+    assert read_dropped(data) == {victim: "features: " + warning.split(f"dropped {victim}: ")[1]}
+    # Training data are what was kept: every kept utterance, with labels, and nothing else.
+    from snnasr.dataset import UtteranceDataset
+
+    ds = UtteranceDataset(data)
+    assert ds.uttids == [u for u in wav if u != victim] and ds.skipped == 0
+
+
+def test_truncated_yesno_recording_is_caught_at_prep(tmp_path):
+    from snnasr.data.yesno import prepare_yesno
+
+    corpus = tmp_path / "waves_yesno"
+    shutil.copytree(Path(__file__).parent / "data" / "kaldi_yesno" / "waves_yesno", corpus)
+    victim = sorted(corpus.glob("*.wav"))[0]
+    victim.write_bytes(victim.read_bytes()[:20000])
+    with pytest.raises(DataError, match=rf"{re.escape(str(victim))}: truncated audio \(header declares \d+ samples"):
+        prepare_yesno(corpus, tmp_path / "recipe")
+    assert not (tmp_path / "recipe" / "data").exists()
+
+
+# ---------------------------------------------------------------- config values out of range
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.ema_momentum=5", "model.ema_momentum=5.0: must be in (0, 1]"),
+        ("model.ema_momentum=0", "model.ema_momentum=0.0: must be in (0, 1]"),
+        ("model.surrogate_scale=0", "model.surrogate_scale=0.0: must be a positive finite number"),
+        ("model.surrogate_scale=.nan", "model.surrogate_scale=nan: must be a positive finite number"),
+        ("train.eval_max_len=0", "train.eval_max_len=0: must be positive"),
+        ("train.eval_max_len=-5", "train.eval_max_len=-5: must be positive"),
+        ("train.lr=.inf", "train.lr=inf: must be a positive finite number"),
+        ("train.lr_floor=0.1", "train.lr_floor=0.1: must not exceed train.lr=0.001"),
+        ("train.grad_clip=-1", "train.grad_clip=-1.0: must be >= 0"),
+        ("train.newbob_threshold=2", "train.newbob_threshold=2.0: must be in [0, 1)"),
+        ("train.max_nonfinite_steps=0", "train.max_nonfinite_steps=0: must be positive"),
+    ],
+)
+def test_config_ranges(tmp_path, monkeypatch, capsys, override, message):
+    code, _, err = run_cli(monkeypatch, capsys, "train", override, "-d", tmp_path)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == f"snnasr train: {message}" or err.strip().startswith(f"snnasr train: {message}")
+    assert not (tmp_path / "exp").exists()
+
+
+# ---------------------------------------------------------------- non-finite loss
+
+
+def test_nan_loss_skips_the_step_and_too_many_stop_keeping_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from test_train import TinyModel, _cfg, _data
+
+    import snnasr.checkpoint as C
+    import snnasr.train as T
+    from snnasr.io import SnnasrError
+
+    monkeypatch.setattr(C, "build_model", lambda arch, mcfg, n_in, n_out: TinyModel(n_in, n_out))
+    real, calls = T._forward_stats, {"n": 0}
+
+    def poisoned(model, batch, data):  # training minibatches number 1, 2, ... over the run
+        loss, *rest = real(model, batch, data)
+        if not model.training:
+            return (loss, *rest)
+        calls["n"] += 1
+        return (loss * float("nan"), *rest) if calls["n"] in bad else (loss, *rest)
+
+    monkeypatch.setattr(T, "_forward_stats", poisoned)
+    bad = {3}
+    metrics = T.fit(_cfg(), *_data(), tmp_path / "one", device="cpu")
+    assert [m["skipped_steps"] for m in metrics] == [1, 0]
+    assert all(np.isfinite(m["loss"]) and np.isfinite(m["dev_loss"]) for m in metrics)
+    model, _, _ = C.load_model(tmp_path / "one", device="cpu")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    calls["n"] = 0
+    from snnasr.batching import epoch_batches, pack
+
+    in_epoch1 = len(epoch_batches(pack(T._items(_data()[0]), 3), 20, 64, seed=T.batch_seed(1, 0)))
+    bad = set(range(in_epoch1 + 2, 10_000))  # every step from the second minibatch of epoch 2 on
+    with pytest.raises(
+        SnnasrError, match=r"3 minibatches in a row had a non-finite loss or gradient \(epoch 2, up to minibatch 4\)"
+    ) as e:
+        T.fit(_cfg("train.max_nonfinite_steps=3", "train.epochs=3"), *_data(), tmp_path / "many", device="cpu")
+    assert "checkpoints/epoch1.pt is kept" in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "many" / "checkpoints").iterdir()) == ["epoch1.pt"]
+    assert C.load_model(tmp_path / "many", device="cpu")[2]["epoch"] == 1
