@@ -481,3 +481,126 @@ def test_nan_loss_skips_the_step_and_too_many_stop_keeping_the_last_good_checkpo
     assert "checkpoints/epoch1.pt is kept" in str(e.value)
     assert sorted(p.name for p in (tmp_path / "many" / "checkpoints").iterdir()) == ["epoch1.pt"]
     assert C.load_model(tmp_path / "many", device="cpu")[2]["epoch"] == 1
+
+
+# ---------------------------------------------------------------- one line instead of a traceback
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.arch=*x", "override 'model.arch=*x': the value is not valid YAML (found undefined alias"),
+        ("train.curriculum=[100", "override 'train.curriculum=[100': the value is not valid YAML ("),
+        ("model=3", "model: expected a mapping"),
+    ],
+)
+def test_yaml_breaking_override_is_one_line(tmp_path, monkeypatch, capsys, override, words):
+    code, _, err = run_cli(monkeypatch, capsys, "train", override, "-d", tmp_path)
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("snnasr train: ") and words in line
+
+
+def test_non_utf8_table_is_one_line_naming_the_line(tmp_path, monkeypatch, capsys):
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path)
+    text = recipe / "data" / "train" / "text"
+    lines = text.read_bytes().splitlines()
+    lines[2] = lines[2] + b" caf\xe9"
+    text.write_bytes(b"\n".join(lines) + b"\n")
+    code, _, err = run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert (
+        line
+        == f"snnasr features: {text}:3: not UTF-8 text (byte 0xe9 at column 17); re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+    assert not (recipe / "data" / "train" / "feats.scp").exists()
+
+
+def test_recipe_dir_inside_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(monkeypatch, capsys, "prep", "fsdd", FSDD / "recordings", "-d", tmp_path / "afile" / "r")
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"snnasr prep fsdd: {tmp_path / 'afile'}") and "Not a directory" in line
+    assert "a component of the path is a file, not a directory" in line
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli_module, "DEBUG", False)  # restored after the test (the flag sets it)
+    monkeypatch.setattr("sys.argv", ["snnasr", "--debug", "train", "model.arch=*x", "-d", str(tmp_path)])
+    with pytest.raises(Exception, match="not valid YAML"):
+        cli_module.main()
+
+
+@pytest.mark.parametrize("option", ["--batch", "--steps", "--repeats", "--hidden"])
+def test_bench_argument_errors_are_one_line(monkeypatch, capsys, option):
+    code, _, err = run_cli(monkeypatch, capsys, "bench", option, "0")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"snnasr bench: Invalid value for '{option}': 0 is not in the range x>=1")
+
+
+# ---------------------------------------------------------------- file systems that fail: read-only, full
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small tmpfs (needs root and mount); yields a function (size, read_only) -> its path."""
+    import os
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str = "1m", read_only: bool = False) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        opts = f"size={size}" + (",ro" if read_only else "")
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)]).returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root and mount): the disk-full/read-only cases are not run")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp"))
+
+
+def test_read_only_recipe_dir_is_one_line(tmpfs, monkeypatch, capsys):
+    recipe = tmpfs(read_only=True)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "prep", "fsdd", FSDD / "recordings", "-d", recipe
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"snnasr prep fsdd: {recipe}") and "Read-only file system" in line
+    assert "choose a writable recipe dir with -d" in line
+
+
+def test_disk_full_during_features_is_one_line_and_leaves_nothing_trusted(tmp_path, tmpfs, monkeypatch, capsys):
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path, seconds=(3.0, 3.0, 3.0, 3.0))
+    small = tmpfs(size="96k")
+    shutil.copytree(recipe / "data", small / "data")
+    code, _, err = run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", small)
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("snnasr features: ") and "No space left on device" in line and "the disk is full" in line
+    data = small / "data" / "train"
+    assert not (data / "conf" / "features.yaml").exists()  # the stage is not marked done
+    assert _leftovers(small) == []  # no temporary file left behind
+    # With room again, the same command completes (and gives what a roomy disk gives).
+    roomy = tmp_path / "roomy"
+    shutil.copytree(small, roomy)
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", roomy)[0] == 0
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)[0] == 0
+    assert (roomy / "data" / "train" / "feats.ark").read_bytes() == (
+        recipe / "data" / "train" / "feats.ark"
+    ).read_bytes()

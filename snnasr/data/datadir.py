@@ -32,16 +32,29 @@ def read_table(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that writes it (e.g. snnasr prep) first")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            if key in table:
-                raise DataError(f"{path}:{n}: duplicate key {key!r}; each utterance must appear once")
-            table[key] = value.strip()
+    for n, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        if key in table:
+            raise DataError(f"{path}:{n}: duplicate key {key!r}; each utterance must appear once")
+        table[key] = value.strip()
     return table
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a UTF-8 text file; bytes that are not UTF-8 are a DataError naming the line."""
+    path = Path(path)
+    lines = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+    return lines
 
 
 def write_table(path: str | os.PathLike, table: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
@@ -66,17 +79,16 @@ def read_segments(path: str | os.PathLike) -> dict[str, list[tuple[int, int, str
     if not path.is_file():
         raise DataError(f"{path}: not found; run snnasr prep for this corpus first")
     segs: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DataError(f"{path}:{n}: expected '<uttid> <start> <end> <phone>', got {line.strip()!r}")
-            try:
-                segs[parts[0]].append((int(parts[1]), int(parts[2]), parts[3]))
-            except ValueError:
-                raise DataError(f"{path}:{n}: start/end must be integer sample positions") from None
+    for n, line in enumerate(read_lines(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise DataError(f"{path}:{n}: expected '<uttid> <start> <end> <phone>', got {line.strip()!r}")
+        try:
+            segs[parts[0]].append((int(parts[1]), int(parts[2]), parts[3]))
+        except ValueError:
+            raise DataError(f"{path}:{n}: start/end must be integer sample positions") from None
     return dict(segs)
 
 
