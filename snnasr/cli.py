@@ -205,14 +205,29 @@ def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
 
 
 @cli.command()
-@click.option("--sets", default="train,dev,test", show_default=True, help="Comma-separated data sets.")
+@click.argument("data_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sets", default="train,dev,test", show_default=True, help="Comma-separated sets under -d (without DATA_DIRS)."
+)
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Write a repaired copy <dir>_fixed (bad utterances dropped and listed in its `dropped`, tables "
+    "sorted, spk2utt regenerated), as Kaldi's fix_data_dir.sh.",
+)
 @RECIPE_DIR
-def validate(sets: str, recipe_dir: Path) -> None:
-    """Check data dirs as Kaldi's validate_data_dir.sh does."""
-    from snnasr.data.datadir import validate_data_dir
+def validate(data_dirs: tuple[Path, ...], sets: str, fix: bool, recipe_dir: Path) -> None:
+    """Check data dirs (DATA_DIRS, or --sets under -d) as Kaldi's validate_data_dir.sh does."""
+    from snnasr.data.datadir import fix_data_dir, validate_data_dir
 
-    for name in sets.split(","):
-        _echo_counts(f"data/{name}", validate_data_dir(recipe_dir / "data" / name))
+    dirs = list(data_dirs) or [recipe_dir / "data" / name for name in sets.split(",")]
+    for d in dirs:
+        if fix:
+            out = d.with_name(d.name + "_fixed")
+            counts = fix_data_dir(d, out)
+            _echo_counts(f"wrote {out}", counts)
+        else:
+            _echo_counts(str(d), validate_data_dir(d))
 
 
 @cli.command()
@@ -242,7 +257,8 @@ def validate(sets: str, recipe_dir: Path) -> None:
     show_default=True,
     help="Kaldi dither (Kaldi's default is 1.0; 0 keeps features deterministic).",
 )
-@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers over utterances.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel workers.")
+@click.option("--force", is_flag=True, help="Recompute even when conf/features.yaml says the set is up to date.")
 @bad_utterance_options
 @click.option(
     "--config",
@@ -264,6 +280,7 @@ def features(
     cmvn: str,
     dither: float,
     jobs: int,
+    force: bool,
     max_bad_fraction: float,
     strict: bool,
     config_path: Path | None,
@@ -289,7 +306,7 @@ def features(
     opts = FeatureOptions.load(config_path, **given)
     for name in sets.split(","):
         counts = make_features(
-            recipe_dir / "data" / name, opts, jobs=jobs, max_bad_fraction=max_bad_fraction, strict=strict
+            recipe_dir / "data" / name, opts, jobs=jobs, max_bad_fraction=max_bad_fraction, strict=strict, force=force
         )
         _echo_counts(f"data/{name}", counts)
 

@@ -57,7 +57,7 @@ from snnasr import checkpoint as ckpt_io
 from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint, fingerprint_changes
 from snnasr.config import Config, load_config, save_config
-from snnasr.io import ConfigError, DataError, SnnasrError, write_text
+from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 
 
@@ -305,6 +305,7 @@ def fit(
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "checkpoints").mkdir(exist_ok=True)
+    remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
     save_config(cfg, exp_dir / "config.yaml")
     log = _Log(exp_dir / "train.log")
     log(f"# {shlex.join(sys.argv)}")

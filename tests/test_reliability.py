@@ -604,3 +604,120 @@ def test_disk_full_during_features_is_one_line_and_leaves_nothing_trusted(tmp_pa
     assert (roomy / "data" / "train" / "feats.ark").read_bytes() == (
         recipe / "data" / "train" / "feats.ark"
     ).read_bytes()
+
+
+# ---------------------------------------------------------------- data dirs: validate, --fix, ids
+
+
+def _edit(path: Path, fn) -> None:
+    path.write_text("\n".join(fn(path.read_text().splitlines())) + "\n")
+
+
+@pytest.mark.parametrize(
+    "case, edit, words",
+    [
+        (
+            "uttid with a space",
+            ("utt2spk", lambda ls: [ls[0].replace("spk0_u0", "spk0 u0", 1)] + ls[1:]),
+            "utt2spk:1: 'spk0 u0 spk0' has 3 fields, expected '<uttid> <speaker>'; ids cannot contain spaces",
+        ),
+        (
+            "empty speaker",
+            ("utt2spk", lambda ls: ["spk0_u0"] + ls[1:]),
+            "utt2spk:1: utterance 'spk0_u0' has no speaker",
+        ),
+        ("duplicate uttid", ("text", lambda ls: ls[:1] + ls), "text:2: duplicate key 'spk0_u0'"),
+        ("unsorted uttids", ("wav.scp", lambda ls: ls[::-1]), "wav.scp: not sorted by key (C locale)"),
+        ("utterance without text", ("text", lambda ls: ls[1:]), "utterances differ from wav.scp"),
+    ],
+)
+def test_validate_names_the_problem_and_fix_writes_a_repaired_copy(tmp_path, monkeypatch, capsys, case, edit, words):
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path)
+    data = recipe / "data" / "train"
+    _edit(data / edit[0], edit[1])
+    before = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+    for args in (["validate", "--sets", "train"], ["features", "--sets", "train"]):  # features validates first
+        code, _, err = run_cli(monkeypatch, capsys, *args, "-d", recipe)
+        assert code == 1
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"snnasr {args[0]}: {data}/") and words in line and "validate --fix" in line
+    assert not (data / "feats.scp").exists()
+
+    code, out, _ = run_cli(monkeypatch, capsys, "validate", data, "--fix")
+    assert code == 0
+    fixed = data.with_name("train_fixed")
+    dropped = read_dropped(fixed)
+    n_bad = 0 if case == "unsorted uttids" else 1
+    assert f"wrote {fixed}: utterances {4 - n_bad}, dropped {n_bad}" in out and len(dropped) == n_bad
+    assert run_cli(monkeypatch, capsys, "validate", fixed)[0] == 0
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before  # the original is untouched
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train_fixed", "-d", recipe)[0] == 0
+
+
+def test_killed_features_is_redone_identically_and_its_temporaries_cleaned(tmp_path, capsys):
+    """kill -9 in the middle of writing feats.ark: nothing is trusted, the rerun gives the clean result."""
+    import os
+    import subprocess
+    import sys
+
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path, seconds=(0.31, 0.25, 0.42, 0.2) * 3)
+    data = recipe / "data" / "train"
+    killer = (
+        "import os, signal, sys\n"
+        "import snnasr.features as F\n"
+        "real = F.cmvn_stats\n"
+        "calls = []\n"
+        "def stats(x):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 5:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(x)\n"
+        "F.cmvn_stats = stats\n"
+        "F.make_features(sys.argv[1], F.FeatureOptions.load(None))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", killer, str(data)], env=env, capture_output=True)
+    assert proc.returncode == -9
+    assert _leftovers(data), "the kill should leave a temporary feats.ark behind"
+    assert not (data / "conf" / "features.yaml").exists()
+
+    make_features(data, FeatureOptions.load(None))
+    err = capsys.readouterr().err
+    assert re.search(r"removed [12] temporary files left by an interrupted run", err) and _leftovers(data) == []
+    clean = make_recipe(tmp_path / "clean", seconds=(0.31, 0.25, 0.42, 0.2) * 3) / "data" / "train"
+    make_features(clean, FeatureOptions.load(None))
+    for name in ("feats.ark", "cmvn.ark", "utt2num_frames", "labels_phone48.ark"):
+        assert (data / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+def test_rerun_skips_force_redoes(tmp_path, monkeypatch, capsys):
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path)
+    ark = recipe / "data" / "train" / "feats.ark"
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)[0] == 0
+    first = ark.stat().st_mtime_ns
+    code, _, err = run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)
+    assert code == 0 and "features up to date" in err and ark.stat().st_mtime_ns == first
+    code, _, err = run_cli(monkeypatch, capsys, "features", "--sets", "train", "--force", "-d", recipe)
+    assert code == 0 and "up to date" not in err and ark.stat().st_mtime_ns != first
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_outputs_respect_the_umask(tmp_path, umask):
+    import os
+
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path)
+    old = os.umask(umask)
+    try:
+        make_features(recipe / "data" / "train", FeatureOptions.load(None))
+    finally:
+        os.umask(old)
+    for name in ("feats.ark", "feats.scp", "cmvn.ark", "utt2num_frames", "conf/features.yaml"):
+        assert (recipe / "data" / "train" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
