@@ -524,6 +524,10 @@ def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
     d = recipe_dir / "data" / name
     if not d.is_dir():
         raise DataError(f"{d}: {role} set not found; run snnasr prep for this recipe (or set data.{role}_set)")
+    if (d / "wav.scp").is_file():  # a prepared set (not features imported alone): check it as Kaldi would
+        from snnasr.data.datadir import validate_data_dir
+
+        validate_data_dir(d)
     if not (d / "feats.scp").is_file():
         raise DataError(f"{d / 'feats.scp'}: no features; run snnasr features --sets {name} -d {recipe_dir}")
     if not (d / f"labels_{level}.scp").is_file():

@@ -721,3 +721,89 @@ def test_outputs_respect_the_umask(tmp_path, umask):
         os.umask(old)
     for name in ("feats.ark", "feats.scp", "cmvn.ark", "utt2num_frames", "conf/features.yaml"):
         assert (recipe / "data" / "train" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# ---------------------------------------------------------------- training signals
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "frames_per_s")} for r in rows]
+
+
+TWO_EPOCHS = [a if a != "train.epochs=1" else "train.epochs=2" for a in TRAIN_ARGS] + [
+    "train.curriculum=20*1|50*1",
+    "train.batch_frames=60",
+]
+
+
+@pytest.fixture
+def features_only(tmp_path, monkeypatch, capsys):
+    from test_features import make_recipe
+
+    recipe = make_recipe(tmp_path, seconds=(0.31, 0.25, 0.42, 0.2) * 2)
+    assert run_cli(monkeypatch, capsys, "features", "--sets", "train", "-d", recipe)[0] == 0
+    assert run_cli(monkeypatch, capsys, "train", *TWO_EPOCHS, "--exp", "straight", "-d", recipe)[0] == 0
+    return recipe
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_the_printed_command_resumes_exactly(
+    features_only, monkeypatch, capsys
+):
+    import os
+    import shlex
+    import signal
+
+    import snnasr.train as T
+
+    recipe = features_only
+    real, calls = T._train_step, {"n": 0}
+
+    def step(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler's time limit would
+        return real(*args, **kw)
+
+    monkeypatch.setattr(T, "_train_step", step)
+    code, _, err = run_cli(monkeypatch, capsys, "train", *TWO_EPOCHS, "--exp", "cut", "-d", recipe)
+    assert code == 130 and "SIGTERM: finishing this step" in err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
+    ckpts = sorted(p.name for p in (recipe / "exp" / "cut" / "checkpoints").iterdir())
+    assert ckpts[-1].endswith(".interrupted.pt") and _leftovers(recipe / "exp") == []
+    monkeypatch.setattr(T, "_train_step", real)
+    command = shlex.split(err.strip().splitlines()[-1].split("continue with: ")[1])
+    assert run_cli(monkeypatch, capsys, *command[1:])[0] == 0
+    assert _metrics(recipe / "exp" / "cut") == _metrics(recipe / "exp" / "straight")
+
+
+def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(features_only, monkeypatch, capsys):
+    import os
+    import subprocess
+    import sys
+
+    recipe = features_only
+    killer = (
+        "import os, signal, sys\n"
+        "import snnasr.train as T\n"
+        "from snnasr.cli import main\n"
+        "real, calls = T._train_step, []\n"
+        "def step(*a, **k):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 7:  # in epoch 2\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(*a, **k)\n"
+        "T._train_step = step\n"
+        "sys.argv = ['snnasr', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    args = ["train", *TWO_EPOCHS, "--exp", "killed", "-d", str(recipe)]
+    proc = subprocess.run([sys.executable, "-c", killer, *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    run = recipe / "exp" / "killed"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == ["epoch1.pt"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err
+    assert _metrics(run) == _metrics(recipe / "exp" / "straight")
+    assert _leftovers(run) == []
