@@ -47,11 +47,11 @@ class ModelConfig:
     input_threshold: int = 3
     # proposed: true = gates also see the layer's own previous output (paper / v2); false = v1.
     recurrent: bool = True
-    # lif: initial per-neuron synaptic decay β, kept in [0, 1]: U[lif_decay_init, lif_decay_init_max]
-    # (default U[0.5, 1]); lif_decay_init_max: null = every neuron at lif_decay_init.  The seed's
-    # exact setting is lif_decay_init: 1.0, lif_decay_init_max: null (see snnasr.models.lif).
-    lif_decay_init: float = 0.5
-    lif_decay_init_max: float | None = 1.0
+    # lif: initial per-neuron synaptic decay β, kept in [0, 1]: lif_decay_init for every neuron
+    # (default 0.9), or U[lif_decay_init, lif_decay_init_max] when that is set.  The official
+    # code's exact setting is lif_decay_init: 1.0 (see snnasr.models.lif for why not the default).
+    lif_decay_init: float = 0.9
+    lif_decay_init_max: float | None = None
     # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
     # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
     # tbptt > 0 truncates backpropagation through time every that many frames.
