@@ -463,7 +463,7 @@ def main() -> None:
     except click.ClickException as e:  # usage errors: bad option values, missing arguments
         if DEBUG:
             raise
-        click.echo(f"snnasr {stage}: {e.format_message()}; see snnasr {stage} --help", err=True)
+        click.echo(f"snnasr {stage}: {e.format_message().rstrip('.')}; see snnasr {stage} --help", err=True)
         sys.exit(e.exit_code)
     except click.Abort as e:  # click turns Ctrl-C and EOFError into Abort
         if isinstance(e.__cause__, EOFError) and not DEBUG:

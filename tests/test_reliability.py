@@ -210,7 +210,7 @@ def test_eval_refuses_features_the_model_was_not_trained_on(trained, monkeypatch
     assert code == 1 and "Traceback" not in err
     (line,) = err.strip().splitlines()
     assert line.startswith("snnasr eval: ") and "not the features/labels lstm was trained on" in line
-    assert "CMVN speaker -> utt" in line and "re-train" in line
+    assert "feature option cmvn speaker -> utt" in line and "with cmvn=speaker, or re-train" in line
     assert results.read_bytes() == before  # the earlier, valid result is untouched
 
 
@@ -807,3 +807,20 @@ def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(f
     assert code == 0, err
     assert _metrics(run) == _metrics(recipe / "exp" / "straight")
     assert _leftovers(run) == []
+
+
+def test_labels_of_an_unknown_utterance_are_refused(tmp_path):
+    from test_features import make_recipe
+
+    from snnasr.dataset import UtteranceDataset
+    from snnasr.kaldi.ark import write_vec_int_ark_scp
+
+    data = make_recipe(tmp_path) / "data" / "train"
+    make_features(data, FeatureOptions.load(None))
+    labels = dict(read_vec_int_scp(data / "labels_phone48.scp"))
+    labels["zz_stranger"] = labels["spk0_u0"]
+    write_vec_int_ark_scp(sorted(labels.items()), data / "labels_phone48.ark", data / "labels_phone48.scp")
+    with pytest.raises(
+        DataError, match=r"labels_phone48.scp: labels for 1 utterances that are not in feats.scp \(e.g. zz_stranger\)"
+    ):
+        UtteranceDataset(data)
