@@ -26,6 +26,7 @@ from snnasr.io import ConfigError, write_text
 ARCHS = ("lstm", "gru", "lif", "proposed")
 SURROGATES = ("ste-box", "fast-sigmoid", "triangle", "multi-gaussian", "atan")
 INPUT_ENCODINGS = ("sigma-delta", "none")
+SCAN_BACKENDS = ("auto", "fused", "eager")
 
 
 @dataclass
@@ -48,6 +49,12 @@ class ModelConfig:
     recurrent: bool = True
     # lif: initial per-neuron synaptic decay, kept in [0, 1].
     lif_decay_init: float = 1.0
+    # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
+    # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
+    # tbptt > 0 truncates backpropagation through time every that many frames.
+    scan_backend: str = "auto"
+    time_chunk: int = 0
+    tbptt: int = 0
 
     def check(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
@@ -67,6 +74,10 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.{name}={v}: dead zone must be >= 0 and leave at least one level below 2^(n_bits-1)-1"
                 )
+        _choice("model.scan_backend", self.scan_backend, SCAN_BACKENDS)
+        for name in ("time_chunk", "tbptt"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if not 0.0 <= self.lif_decay_init <= 1.0:
             raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
         if not 0.0 < self.ema_momentum <= 1.0:
