@@ -184,23 +184,25 @@ def prep_kaldi(data_dir: Path, ali_dir: Path, lang_dir: Path | None, targets: st
 
 @prep.command("yesno")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_yesno(corpus: Path, recipe_dir: Path) -> None:
+def prep_yesno(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Kaldi's yes/no corpus (a waves_yesno/ folder): train_yesno 31, test_yesno 29."""
     from snnasr.data.yesno import prepare_yesno
 
-    counts = prepare_yesno(corpus, recipe_dir)
+    counts = prepare_yesno(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
 @prep.command("fsdd")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
+def prep_fsdd(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Free Spoken Digit Dataset (recordings/): train 2400, dev 300, test 300; word labels."""
     from snnasr.data.fsdd import prepare_fsdd
 
-    counts = prepare_fsdd(corpus, recipe_dir)
+    counts = prepare_fsdd(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 

@@ -403,16 +403,43 @@ def test_features_drops_bad_audio_by_name_and_keeps_the_rest(tmp_path, capsys, k
     assert ds.uttids == [u for u in wav if u != victim] and ds.skipped == 0
 
 
-def test_truncated_yesno_recording_is_caught_at_prep(tmp_path):
+def test_truncated_yesno_recording_is_dropped_at_prep(tmp_path, capsys):
+    """The yes/no case of the issue: a truncated WAV was accepted (123 frames instead of 633)."""
     from snnasr.data.yesno import prepare_yesno
 
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "kaldi-yesno" / "waves_yesno"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} absent: the full yes/no corpus (31 + 29 recordings) is only in the shared data folder")
     corpus = tmp_path / "waves_yesno"
-    shutil.copytree(Path(__file__).parent / "data" / "kaldi_yesno" / "waves_yesno", corpus)
-    victim = sorted(corpus.glob("*.wav"))[0]
+    shutil.copytree(shared, corpus)
+    victim = sorted(corpus.glob("0_*.wav"))[0]
+    victim.chmod(0o644)  # the shared copy is read-only
     victim.write_bytes(victim.read_bytes()[:20000])
     with pytest.raises(DataError, match=rf"{re.escape(str(victim))}: truncated audio \(header declares \d+ samples"):
-        prepare_yesno(corpus, tmp_path / "recipe")
-    assert not (tmp_path / "recipe" / "data").exists()
+        prepare_yesno(corpus, tmp_path / "strict", strict=True)
+    assert not (tmp_path / "strict" / "data").exists()
+    capsys.readouterr()
+    counts = prepare_yesno(corpus, tmp_path / "recipe")
+    n_train = len(list(corpus.glob("0_*.wav")))
+    assert counts["train_yesno"] == n_train - 1 and counts["dropped"] == 1
+    data = tmp_path / "recipe" / "data" / "train_yesno"
+    assert victim.stem not in read_table(data / "wav.scp")
+    assert "truncated audio" in read_dropped(data)[victim.stem]
+    assert f"snnasr prep yesno: warning: dropped {victim.stem}: {victim}: truncated audio" in capsys.readouterr().err
+
+
+def test_bad_fsdd_recording_is_dropped_by_name(tmp_path, capsys):
+    from snnasr.data.fsdd import prepare_fsdd
+
+    corpus = tmp_path / "fsdd" / "recordings"
+    shutil.copytree(FSDD / "recordings", corpus)
+    (corpus / "4_lucas_10.wav").write_bytes((corpus / "4_lucas_10.wav").read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"data/train: 1 of 4 utterances are bad, more than 5% .*lucas_4_10"):
+        prepare_fsdd(corpus, tmp_path / "r")
+    assert not (tmp_path / "r" / "data").exists()
+    counts = prepare_fsdd(corpus, tmp_path / "r", max_bad_fraction=0.3)
+    assert counts == {"train": 3, "dev": 4, "test": 4, "dropped": 1}
+    assert list(read_dropped(tmp_path / "r" / "data" / "train")) == ["lucas_4_10"]
 
 
 # ---------------------------------------------------------------- config values out of range
