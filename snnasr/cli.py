@@ -135,12 +135,22 @@ def prep_timit(
     default=None,
     help="Montreal Forced Aligner output dir (phones tier) for frame labels.",
 )
+@bad_utterance_options
 @RECIPE_DIR
-def prep_librispeech(corpus: Path, sets: str, textgrids: Path | None, recipe_dir: Path) -> None:
+def prep_librispeech(
+    corpus: Path, sets: str, textgrids: Path | None, max_bad_fraction: float, strict: bool, recipe_dir: Path
+) -> None:
     """LibriSpeech (FLAC + trans.txt); labels from MFA TextGrids or later `prep kaldi`."""
     from snnasr.data.librispeech import prepare_librispeech
 
-    counts = prepare_librispeech(corpus, recipe_dir, sets=sets.split(","), textgrids=textgrids)
+    counts = prepare_librispeech(
+        corpus,
+        recipe_dir,
+        sets=sets.split(","),
+        textgrids=textgrids,
+        max_bad_fraction=max_bad_fraction,
+        strict=strict,
+    )
     _echo_counts("utterances", counts)
 
 
