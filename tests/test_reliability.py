@@ -804,7 +804,10 @@ def test_sigterm_finishes_the_step_checkpoints_and_the_printed_command_resumes_e
     assert _metrics(recipe / "exp" / "cut") == _metrics(recipe / "exp" / "straight")
 
 
-def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(features_only, monkeypatch, capsys):
+@pytest.mark.parametrize("every", [0, 2])
+def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(
+    features_only, monkeypatch, capsys, every
+):
     import os
     import subprocess
     import sys
@@ -817,21 +820,31 @@ def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(f
         "real, calls = T._train_step, []\n"
         "def step(*a, **k):\n"
         "    calls.append(1)\n"
-        "    if len(calls) == 7:  # in epoch 2\n"
+        "    if len(calls) == int(os.environ['KILL_AT']):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **k)\n"
         "T._train_step = step\n"
         "sys.argv = ['snnasr', *sys.argv[1:]]\n"
         "main()\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    args = ["train", *TWO_EPOCHS, "--exp", "killed", "-d", str(recipe)]
+    import snnasr.train as T
+
+    real, calls = T._train_step, []
+    monkeypatch.setattr(T, "_train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    one_epoch = [a if a != "train.epochs=2" else "train.epochs=1" for a in TWO_EPOCHS]
+    assert run_cli(monkeypatch, capsys, "train", *one_epoch, "--exp", "count", "-d", recipe)[0] == 0
+    monkeypatch.setattr(T, "_train_step", real)
+    # Killed during the 3rd minibatch of epoch 2, after the mid-epoch checkpoint of minibatch 2.
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", KILL_AT=str(len(calls) + 3))
+    args = ["train", *TWO_EPOCHS, f"train.checkpoint_every={every}", "--exp", "killed", "-d", str(recipe)]
     proc = subprocess.run([sys.executable, "-c", killer, *args], env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     run = recipe / "exp" / "killed"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == ["epoch1.pt"]
+    left = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert left == (["epoch1.pt", "epoch2.interrupted.pt"] if every else ["epoch1.pt"])
     code, _, err = run_cli(monkeypatch, capsys, *args, "--resume")
     assert code == 0, err
+    assert ("minibatch 2" in (run / "train.log").read_text()) == bool(every)  # resumed mid-epoch
     assert _metrics(run) == _metrics(recipe / "exp" / "straight")
     assert _leftovers(run) == []
 
