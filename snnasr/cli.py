@@ -375,7 +375,21 @@ def train(
     help="official = the seed code's gated-SNN formula (its quirk included), for comparison.",
 )
 @click.option(
-    "--smooth", type=int, default=1, show_default=True, help="Majority filter over N frames before PER (1 = off)."
+    "--smooth",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Majority filter over N frames before collapse PER (1 = off).",
+)
+@click.option(
+    "--encoder-ops",
+    type=click.Choice(["counted", "free"]),
+    default="counted",
+    show_default=True,
+    help="counted = the SNNs' sigma-delta input encoder's own work is in the op count; free = as the seed.",
+)
+@click.option(
+    "--min-dur", type=int, default=3, show_default=True, help="Decoder: minimum phone duration in frames (>= 1)."
 )
 @RECIPE_DIR
 def eval_(
@@ -386,9 +400,11 @@ def eval_(
     device: str | None,
     ops_convention: str,
     smooth: int,
+    encoder_ops: str,
+    min_dur: int,
     recipe_dir: Path,
 ) -> None:
-    """Evaluate EXP (exp/<run>) on a set: accuracy, PER, % zeros, ops."""
+    """Evaluate EXP (exp/<run>) on a set: accuracy, decoded and collapse PER, % zeros, ops."""
     from snnasr.evaluate import run_evaluation
 
     run_evaluation(
@@ -400,6 +416,8 @@ def eval_(
         device=device,
         ops_convention=ops_convention,
         smooth_window=smooth,
+        encoder_ops=encoder_ops,
+        min_dur=min_dur,
     )
 
 
