@@ -204,7 +204,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 def _update(obj: Any, values: dict, prefix: str) -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(type(obj))
     known = {f.name for f in fields(obj)}
     for key, value in values.items():
@@ -229,7 +229,15 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} was given a value earlier, it is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({reason}); quote it as text, e.g. {key}='\"{raw}\"'"
+            ) from None
     return tree
 
 

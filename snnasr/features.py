@@ -44,7 +44,7 @@ from snnasr.audio import audio_info, read_audio, wav_path
 from snnasr.config import read_yaml_mapping
 from snnasr.data.datadir import read_segments, read_table, sort_key, validate_data_dir, write_table
 from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, BadUtterances
-from snnasr.io import ConfigError, DataError, write_text
+from snnasr.io import ConfigError, DataError, remove_stale_temporaries, write_text
 from snnasr.kaldi.ark import write_mat_ark_scp
 from snnasr.lang import Lang, load_lang
 
@@ -482,9 +482,11 @@ def make_features(
     jobs: int = 1,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     strict: bool = False,
+    force: bool = False,
 ) -> dict[str, int]:
     """Run the features stage for one data dir; skip it when ``conf/features.yaml`` is current.
 
+    ``force`` recomputes everything even then.
     Returns counts for the CLI: utterances (kept), dropped, frames, dim, labelled utterances.
     A bad utterance (unreadable, empty, too short or non-finite audio, bad phone segments,
     segments that do not fit the audio beyond edge silence, see :func:`snnasr.labels.fit_to_audio`)
@@ -497,6 +499,9 @@ def make_features(
         raise ConfigError(f"jobs={jobs}: must be at least 1")
     data_dir = Path(data_dir)
     validate_data_dir(data_dir)
+    stale = remove_stale_temporaries(data_dir, data_dir / STATE_FILE.parent)
+    if stale:
+        _warn(f"{data_dir}: removed {stale} temporary files left by an interrupted run")
     wav = read_table(data_dir / "wav.scp")
     utt2spk = read_table(data_dir / "utt2spk")
     utts = list(wav)
@@ -520,7 +525,8 @@ def make_features(
     dropped_before = state.get("dropped") or {}
     kept_before = [u for u in utts if u not in dropped_before]
     if (
-        labels_inputs_same
+        not force
+        and labels_inputs_same
         and _features_complete(data_dir, kept_before, opts)
         and all(
             len(_scp_keys(data_dir / f"labels_{lv}.scp") or []) == state.get("labelled", 0)
@@ -546,7 +552,7 @@ def make_features(
     # Utterances the previous run dropped while extracting (e.g. NaN samples) stay dropped.
     failed_before = state.get("extraction_dropped") or {} if features_inputs_same else {}
     kept = [u for u in utts if u not in bad and u not in failed_before]
-    if features_inputs_same and _features_complete(data_dir, kept, opts):
+    if not force and features_inputs_same and _features_complete(data_dir, kept, opts):
         print(f"{data_dir}: features up to date, redoing the labels only", file=sys.stderr)
         for utt, why in failed_before.items():
             bad.drop(utt, why)

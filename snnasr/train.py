@@ -57,7 +57,7 @@ from snnasr import checkpoint as ckpt_io
 from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint, fingerprint_changes
 from snnasr.config import Config, load_config, save_config
-from snnasr.io import ConfigError, DataError, SnnasrError, write_text
+from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 
 
@@ -305,6 +305,7 @@ def fit(
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "checkpoints").mkdir(exist_ok=True)
+    remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
     save_config(cfg, exp_dir / "config.yaml")
     log = _Log(exp_dir / "train.log")
     log(f"# {shlex.join(sys.argv)}")
@@ -523,6 +524,10 @@ def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
     d = recipe_dir / "data" / name
     if not d.is_dir():
         raise DataError(f"{d}: {role} set not found; run snnasr prep for this recipe (or set data.{role}_set)")
+    if (d / "wav.scp").is_file():  # a prepared set (not features imported alone): check it as Kaldi would
+        from snnasr.data.datadir import validate_data_dir
+
+        validate_data_dir(d)
     if not (d / "feats.scp").is_file():
         raise DataError(f"{d / 'feats.scp'}: no features; run snnasr features --sets {name} -d {recipe_dir}")
     if not (d / f"labels_{level}.scp").is_file():

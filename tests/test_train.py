@@ -250,7 +250,18 @@ def test_load_model_without_model_is_an_error(tmp_path):
         C.load_model(tmp_path)
 
 
-def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeypatch):
+@pytest.fixture
+def ctrl_c_enabled():
+    """Ctrl-C as in a terminal, also when the suite runs as a background job (SIGINT ignored there,
+    and training then leaves it ignored)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeypatch, ctrl_c_enabled):
     import os
     import signal
 
