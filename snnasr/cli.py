@@ -135,12 +135,22 @@ def prep_timit(
     default=None,
     help="Montreal Forced Aligner output dir (phones tier) for frame labels.",
 )
+@bad_utterance_options
 @RECIPE_DIR
-def prep_librispeech(corpus: Path, sets: str, textgrids: Path | None, recipe_dir: Path) -> None:
+def prep_librispeech(
+    corpus: Path, sets: str, textgrids: Path | None, max_bad_fraction: float, strict: bool, recipe_dir: Path
+) -> None:
     """LibriSpeech (FLAC + trans.txt); labels from MFA TextGrids or later `prep kaldi`."""
     from snnasr.data.librispeech import prepare_librispeech
 
-    counts = prepare_librispeech(corpus, recipe_dir, sets=sets.split(","), textgrids=textgrids)
+    counts = prepare_librispeech(
+        corpus,
+        recipe_dir,
+        sets=sets.split(","),
+        textgrids=textgrids,
+        max_bad_fraction=max_bad_fraction,
+        strict=strict,
+    )
     _echo_counts("utterances", counts)
 
 
@@ -184,23 +194,25 @@ def prep_kaldi(data_dir: Path, ali_dir: Path, lang_dir: Path | None, targets: st
 
 @prep.command("yesno")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_yesno(corpus: Path, recipe_dir: Path) -> None:
+def prep_yesno(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Kaldi's yes/no corpus (a waves_yesno/ folder): train_yesno 31, test_yesno 29."""
     from snnasr.data.yesno import prepare_yesno
 
-    counts = prepare_yesno(corpus, recipe_dir)
+    counts = prepare_yesno(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
 @prep.command("fsdd")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
+def prep_fsdd(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Free Spoken Digit Dataset (recordings/): train 2400, dev 300, test 300; word labels."""
     from snnasr.data.fsdd import prepare_fsdd
 
-    counts = prepare_fsdd(corpus, recipe_dir)
+    counts = prepare_fsdd(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
@@ -423,16 +435,43 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 
 
 @cli.command()
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--archs", default=None, help="Comma-separated variants (default: all; lstm is always run).")
 @click.option("--hidden", type=click.IntRange(min=1), default=550, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Sequence length in frames.")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=800, show_default=True, help="Sequence length.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
+@click.option("--backend", "backends", default="fused,eager", show_default=True, help="Scan backends of the SNNs.")
+@click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int) -> None:
-    """Training throughput of each architecture, side by side, as ratios to nn.LSTM."""
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(
+    archs: str | None,
+    hidden: int,
+    layers: int,
+    frames: int,
+    batch: int,
+    device: str | None,
+    backends: str,
+    padded: bool,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
     from snnasr.bench import run_bench
 
-    run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
+    run_bench(
+        archs=[a for a in archs.split(",") if a] if archs else None,
+        hidden=hidden,
+        layers=layers,
+        frames=frames,
+        batch=batch,
+        device=device,
+        backends=[b for b in backends.split(",") if b],
+        padded=padded,
+        repeats=repeats,
+        as_json=as_json,
+    )
 
 
 def _stage_name(argv: list[str]) -> str:
@@ -481,7 +520,7 @@ def main() -> None:
     except click.ClickException as e:  # usage errors: bad option values, missing arguments
         if DEBUG:
             raise
-        click.echo(f"snnasr {stage}: {e.format_message()}; see snnasr {stage} --help", err=True)
+        click.echo(f"snnasr {stage}: {e.format_message().rstrip('.')}; see snnasr {stage} --help", err=True)
         sys.exit(e.exit_code)
     except click.Abort as e:  # click turns Ctrl-C and EOFError into Abort
         if isinstance(e.__cause__, EOFError) and not DEBUG:

@@ -118,6 +118,8 @@ class TrainConfig:
     log_every: int = 50
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     max_nonfinite_steps: int = 10
+    # Also checkpoint every this many minibatches inside an epoch (0 = only at epoch ends).
+    checkpoint_every: int = 0
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -135,6 +137,8 @@ class TrainConfig:
         _positive("train.log_every", self.log_every)
         _positive("train.eval_max_len", self.eval_max_len)  # 0 would cut dev utterances forever
         _positive("train.max_nonfinite_steps", self.max_nonfinite_steps)
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"train.checkpoint_every={self.checkpoint_every}: must be >= 0 (0 = at epoch ends only)")
         _finite_positive("train.lr", self.lr)
         _finite_positive("train.lr_floor", self.lr_floor)
         if self.lr_floor > self.lr:

@@ -75,7 +75,7 @@ def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: 
 
 def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: Any) -> dict:
     """The set's data fingerprint; DataError when its features or labels are not the model's."""
-    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes
+    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes, training_options
 
     fingerprint = data_fingerprint(data)
     if saved is None:
@@ -85,7 +85,7 @@ def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: A
     if changes:
         raise DataError(
             f"{data_dir}: not the features/labels {exp_dir.name} was trained on ({'; '.join(changes)}); "
-            f"recompute them with the options in data/{saved['train'].get('set')}/conf/features.yaml, or re-train"
+            f"recompute them (snnasr features) with {training_options(saved['train'], fingerprint)}, or re-train"
         )
     return fingerprint
 

@@ -29,7 +29,8 @@ the epoch and the partial sums, and exits with code 130; ``--resume`` continues 
 the next minibatch (same batches, same RNG state), so interrupting does not change the result
 either.  A second Ctrl-C aborts at once (a checkpoint is still written, but the step it cut
 may be half-done).  ``kill -9`` loses at most the epoch in progress: checkpoints are written
-atomically, so ``--resume`` starts from the last complete one.
+atomically, so ``--resume`` starts from the last complete one (``train.checkpoint_every`` N
+also writes the mid-epoch state every N minibatches, so at most N are lost).
 
 Non-finite numbers: a minibatch whose loss or gradient is NaN/inf is skipped (weights, optimiser
 and buffers unchanged) and counted in ``skipped_steps``; ``train.max_nonfinite_steps`` in a row
@@ -432,6 +433,15 @@ def fit(
                         totals.add(*sums, frames=batches[step].n_frames)
                     step += 1
                     bar.update(1)
+                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < len(batches):
+                        # Mid-epoch state, as an interrupt writes it: kill -9 loses at most these steps.
+                        checkpoint(
+                            exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt",
+                            epoch=epoch,
+                            step=step,
+                            partial=totals.state(),
+                            elapsed=elapsed + time.perf_counter() - start,
+                        )
                     if interactive and (step % tc.log_every == 0 or step == len(batches)):
                         s = totals.summary()
                         fps = totals.frames / (elapsed + time.perf_counter() - start)
