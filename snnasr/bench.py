@@ -17,16 +17,11 @@ import torch.nn.functional as F
 
 from snnasr.config import ModelConfig
 from snnasr.models import build
+from snnasr.models.registry import bench_variants, model_config
 from snnasr.train import resolve_device
 
 N_IN, N_OUT = 40, 48
-VARIANTS = (
-    ("lstm", "lstm", {}),
-    ("gru", "gru", {}),
-    ("lif", "lif", {}),
-    ("proposed v2", "proposed", {"recurrent": True}),
-    ("proposed v1", "proposed", {"recurrent": False}),
-)
+VARIANTS = tuple(bench_variants())  # (label, arch, model overrides), declared by each architecture
 
 
 def _sync(device: torch.device) -> None:
@@ -66,7 +61,7 @@ def run_bench(
     mask = torch.ones(steps, batch, dtype=torch.bool, device=dev)
     rows = []
     for name, arch, extra in VARIANTS:
-        cfg = ModelConfig(arch=arch, hidden=hidden, **extra)
+        cfg = model_config(arch, hidden=hidden, **extra)
         sec = time_training_step(arch, cfg, x, mask, y, repeats)
         rows.append({"model": name, "seconds": sec, "frames_per_s": steps * batch / sec})
     ref = rows[0]["frames_per_s"]

@@ -30,6 +30,7 @@ from snnasr import ops as opsmod
 from snnasr.io import ConfigError, DataError, write_text
 from snnasr.lang import Lang, load_lang
 from snnasr.metrics import EditCounts, edit_distance, frame_accuracy, phone_sequence
+from snnasr.ops import ActivationStats, count_ops
 
 DEFAULT_BATCH_FRAMES = 20000
 
@@ -131,112 +132,6 @@ def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.
     return x, mask
 
 
-class ActivationStats:
-    """Running totals over valid frames of everything ops and sparsity need."""
-
-    def __init__(self, n_layers: int) -> None:
-        self.frames = 0
-        self.nnz_features = 0
-        self.nnz_in = [0] * n_layers
-        self.nnz_prev = [0] * n_layers
-        self.nnz_out = [0] * n_layers
-        self.zeros = [0] * n_layers
-        self.entries = [0] * n_layers
-        self.range_in: list[Any] = [None] * n_layers
-        self.range_out: list[Any] = [None] * n_layers
-
-    def update(
-        self, x: torch.Tensor, mask: torch.Tensor, layer_inputs: list[torch.Tensor], layer_outputs: list[torch.Tensor]
-    ) -> None:
-        self.frames += int(mask.sum())
-        self.nnz_features += opsmod.nnz_total(x, mask)
-        for i, (inp, out) in enumerate(zip(layer_inputs, layer_outputs)):
-            self.nnz_in[i] += opsmod.nnz_total(inp, mask)
-            self.nnz_prev[i] += opsmod.prev_nnz_total(out, mask)
-            self.nnz_out[i] += opsmod.nnz_total(out, mask)
-            z, n = opsmod.zero_counts(out, mask)
-            self.zeros[i] += z
-            self.entries[i] += n
-            self.range_in[i] = opsmod.merge_range(self.range_in[i], opsmod.nonzero_range(inp, mask))
-            self.range_out[i] = opsmod.merge_range(self.range_out[i], opsmod.nonzero_range(out, mask))
-
-    def zero_fraction(self) -> dict[str, Any]:
-        """Per layer and overall; the overall ratio of sums weights layers by width."""
-        layers = [z / n if n else float("nan") for z, n in zip(self.zeros, self.entries)]
-        total = sum(self.entries)
-        return {"layers": layers, "overall": sum(self.zeros) / total if total else float("nan")}
-
-
-def count_ops(
-    stats: ActivationStats, specs: list, n_out: int, convention: str = "honest", energy: str = "45nm-fp32"
-) -> dict[str, Any]:
-    """Per-frame ops of the model (per layer + readout) and of analytic LSTM/GRU references."""
-    frames = stats.frames
-    layers = []
-    mac = ac = total = 0.0
-    for i, spec in enumerate(specs):
-        in_bin = opsmod.is_binary(stats.range_in[i])
-        out_bin = opsmod.is_binary(stats.range_out[i])
-        lo = opsmod.layer_ops(
-            spec.kind,
-            spec.hidden,
-            spec.recurrent,
-            stats.nnz_in[i],
-            stats.nnz_prev[i],
-            frames,
-            input_binary=in_bin,
-            output_binary=out_bin,
-            convention=convention,
-        )
-        layers.append(
-            {
-                "layer": i + 1,
-                "kind": spec.kind,
-                "n_in": spec.n_in,
-                "hidden": spec.hidden,
-                "recurrent": bool(spec.recurrent),
-                "input_binary": in_bin,
-                "output_binary": out_bin,
-                "nnz_in_per_frame": stats.nnz_in[i] / frames,
-                "nnz_prev_per_frame": stats.nnz_prev[i] / frames,
-                **lo.per_frame(frames),
-            }
-        )
-        mac, ac, total = mac + lo.mac, ac + lo.ac, total + lo.total
-    ro_bin = opsmod.is_binary(stats.range_out[-1])
-    ro = opsmod.readout_ops(n_out, stats.nnz_out[-1], input_binary=ro_bin)
-    readout = {"n_out": n_out, "input_binary": ro_bin, **ro.per_frame(frames)}
-    mac, ac, total = mac + ro.mac, ac + ro.ac, total + ro.total
-    refs = {}
-    for kind in ("lstm", "gru"):
-        ref_layers, ref_ro = opsmod.dense_reference(kind, specs, n_out, stats.nnz_features, frames)
-        ref_total = sum(lo.total for lo in ref_layers) + ref_ro.total
-        refs[kind] = {
-            "layers": [lo.per_frame(frames) for lo in ref_layers],
-            "readout": ref_ro.per_frame(frames),
-            "total_per_frame": ref_total / frames,
-            "mac_per_frame": ref_total / frames,
-            "energy_pj_per_frame": opsmod.energy_pj(ref_total, 0.0, energy) / frames,
-        }
-    return {
-        "convention": convention,
-        "frames": frames,
-        "mac_per_frame": mac / frames,
-        "ac_per_frame": ac / frames,
-        "total_per_frame": total / frames,
-        "normalised_vs_lstm": total / frames / refs["lstm"]["total_per_frame"],
-        "normalised_vs_gru": total / frames / refs["gru"]["total_per_frame"],
-        "energy_preset": energy,
-        "energy_pj_per_frame": opsmod.energy_pj(mac, ac, energy) / frames,
-        "energy_note": opsmod.ENERGY_NOTE,
-        "mac_ac_rule": opsmod.MAC_AC_NOTE,
-        "features_nnz_per_frame": stats.nnz_features / frames,
-        "layers": layers,
-        "readout": readout,
-        "reference": refs,
-    }
-
-
 def config_key(cfg_dict: dict) -> str:
     """Hash of a run's config without its seed: runs sharing it are repeats (mean +- sd)."""
     rest = {k: v for k, v in cfg_dict.items() if k != "seed"}
@@ -272,6 +167,7 @@ def run_evaluation(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
+    from snnasr.models.registry import arch_label
     from snnasr.train import load_model
 
     model, cfg, meta = load_model(exp_dir, device)
@@ -317,7 +213,15 @@ def run_evaluation(
             x, mask = pad_batch([items[i][1].float() for i in idx])
             x, mask = x.to(dev), mask.to(dev)
             out = model(x, mask)
-            stats.update(x, mask, out.layer_inputs, out.layer_outputs)
+            stats.update(
+                x,
+                mask,
+                out.layer_inputs,
+                out.layer_outputs,
+                step_mask=out.step_mask,
+                readout_input=out.readout_input,
+                directions=[s.directions for s in specs],
+            )
             pred = out.logits.argmax(-1).cpu().numpy()
             for b, i in enumerate(idx):
                 uttid, feats, _ = items[i]
@@ -333,12 +237,11 @@ def run_evaluation(
     cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lstm_params = opsmod.rnn_params("lstm", specs, n_out)
-    proposed_v1 = model.arch == "proposed" and not all(s.recurrent for s in specs)
     results: dict[str, Any] = {
         "run": exp_dir.name,
         "exp_dir": str(exp_dir),
         "arch": model.arch,
-        "arch_label": f"{model.arch} (v1)" if proposed_v1 else model.arch,
+        "arch_label": arch_label(cfg.model),
         "set": set_name,
         "label_level": level,
         "score_level": score,
@@ -367,7 +270,9 @@ def run_evaluation(
     }
     out_dir = exp_dir / f"eval_{set_name}"
     if report_ops:
-        details = count_ops(stats, specs, n_out, ops_convention, energy)
+        details = count_ops(
+            stats, specs, n_out, ops_convention, energy, readout_elementwise=model.readout.elementwise_ops
+        )
         results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
         for kind in ("lstm", "gru"):
             for key in ("total_per_frame", "energy_pj_per_frame"):

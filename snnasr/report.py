@@ -39,7 +39,14 @@ COLUMNS = [
     "ACs/frame",
     "Energy/frame nJ (est.)",
 ]
-ARCH_ORDER = ["lstm", "gru", "lif", "proposed"]
+
+
+def arch_order() -> tuple[str, ...]:
+    """Architectures in the registry's order (the order tables list them)."""
+    from snnasr.models.registry import arch_names
+
+    return arch_names()
+
 
 # Column -> (value from one results dict, format of one number).
 _METRICS: dict[str, tuple[Callable[[dict], float | None], str]] = {
@@ -166,8 +173,8 @@ def load_results(paths: list[Path]) -> list[dict]:
 
 
 def _arch_rank(r: dict) -> tuple[int, str]:
-    arch = str(r.get("arch"))
-    return (ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER), str(r.get("arch_label", arch)))
+    arch, order = str(r.get("arch")), arch_order()
+    return (order.index(arch) if arch in order else len(order), str(r.get("arch_label", arch)))
 
 
 def group_rows(results: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -327,7 +334,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         for i, a in enumerate(
             sorted(
                 {str(r.get("arch_label", r["arch"])) for r in results},
-                key=lambda a: (a.split()[0] not in ARCH_ORDER, a),
+                key=lambda a: (a.split()[0] not in arch_order(), a),
             )
         )
     }

@@ -169,8 +169,10 @@ def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed):
     x, y, mask = batch.gather(data)
     out = model(x, mask)
     loss, correct = masked_loss_correct(out.logits, y)
-    widths = [o.shape[-1] for o in out.layer_outputs]
-    return loss, correct, zero_counts(out.layer_outputs, mask), widths
+    steps = mask if out.step_mask is None else out.step_mask
+    # Entries per frame of each layer: its width times the simulation steps per frame.
+    widths = [o.shape[-1] * (o.shape[0] // mask.shape[0]) for o in out.layer_outputs]
+    return loss, correct, zero_counts(out.layer_outputs, steps), widths
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed, grad_clip: float):
@@ -364,7 +366,7 @@ def fit(
                 f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
                 f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp"
             )
-        diff = _differences(_comparable(ckpt["config"]), _comparable(asdict(cfg)))
+        diff = _differences(_comparable(asdict(config_from_dict(ckpt["config"]))), _comparable(asdict(cfg)))
         if diff:
             raise ConfigError(
                 f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "

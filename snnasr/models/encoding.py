@@ -13,6 +13,8 @@ the features through unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -51,3 +53,15 @@ def step_masks(mask: Tensor) -> list[Tensor | None]:
     """
     full = mask.all(dim=1).tolist()
     return [None if f else m for f, m in zip(full, mask.unbind(0))]
+
+
+def multibit_quantizer(cfg: Any) -> Quantizer:
+    """A hidden layer's quantiser from a :class:`snnasr.config.MultiBitConfig` section."""
+    return Quantizer(cfg.n_bits, cfg.threshold, cfg.ema_momentum, cfg.surrogate, cfg.surrogate_scale)
+
+
+def input_encoder(cfg: Any) -> nn.Module | None:
+    """The section's input encoder: sigma-delta with its own quantiser, or None (``none``)."""
+    if cfg.input_encoding == "none":
+        return None
+    return SigmaDeltaEncoder(cfg.input_n_bits, cfg.input_threshold, cfg.ema_momentum)

@@ -18,15 +18,32 @@ step pushed out of range is never used.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnasr.models.encoding import step_masks
+from snnasr.config import MultiBitConfig
+from snnasr.io import ConfigError
+from snnasr.models.encoding import input_encoder, multibit_quantizer, step_masks
 from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.spikes import Quantizer
+from snnasr.ops import OpSpec
+
+
+@dataclass
+class LIFConfig(MultiBitConfig):
+    """``model`` section of ``--arch lif``: ``lif_decay_init`` = initial per-neuron β, kept in [0, 1]."""
+
+    lif_decay_init: float = 1.0
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.lif_decay_init <= 1.0:
+            raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
 
 
 class LIFState(NamedTuple):
@@ -57,6 +74,9 @@ class LIFLayer(nn.Module):
         self.decay = nn.Parameter(torch.full((hidden,), float(decay_init)))
         self.quantizer = quantizer
 
+    def spec(self) -> LayerSpec:
+        return LayerSpec("lif", self.n_in, self.hidden, False)
+
     def init_state(self, x: Tensor) -> LIFState:
         zero = x.new_zeros(x.shape[1], self.hidden)
         return LIFState(zero, zero)
@@ -76,3 +96,18 @@ class LIFLayer(nn.Module):
             s, state = lif_step(j, state, self.decay, self.quantizer, valid)
             out.append(s)
         return torch.stack(out)
+
+
+def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> LIFLayer:
+    return LIFLayer(
+        n_in,
+        cfg.hidden,
+        dropout=cfg.dropout,
+        batchnorm=cfg.batchnorm,
+        decay_init=cfg.lif_decay_init,
+        quantizer=multibit_quantizer(cfg),
+    )
+
+
+# Per neuron and step: one input matrix, 6 element-wise ops (the seed's counter).
+ARCHS = (Arch("lif", LIFConfig, _layer, {"lif": OpSpec(1, 6)}, encoder=input_encoder, bench=(("lif", {}),)),)
