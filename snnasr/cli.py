@@ -41,6 +41,26 @@ class ArchChoice(click.Choice):
         pass
 
 
+BAD_UTTERANCES = [
+    click.option(
+        "--max-bad-fraction",
+        type=float,
+        default=0.05,
+        show_default=True,
+        help="Bad utterances are dropped by name (listed in data/<set>/dropped); fail when more than "
+        "this fraction of a set is bad (Kaldi make_fbank.sh: 5 %).",
+    ),
+    click.option("--strict", is_flag=True, help="Fail at the first bad utterance instead of dropping it."),
+]
+
+
+def bad_utterance_options(f):
+    """The --max-bad-fraction/--strict pair of every stage that drops bad utterances."""
+    for option in reversed(BAD_UTTERANCES):
+        f = option(f)
+    return f
+
+
 class OrderedGroup(click.Group):
     """Lists commands in the order they were added: the pipeline order."""
 
@@ -93,12 +113,27 @@ def prep() -> None:
     default=None,
     help="File with one test speaker id per line (default: the 24-speaker core test).",
 )
+@bad_utterance_options
 @RECIPE_DIR
-def prep_timit(corpus: Path, dev_speakers: Path | None, test_speakers: Path | None, recipe_dir: Path) -> None:
+def prep_timit(
+    corpus: Path,
+    dev_speakers: Path | None,
+    test_speakers: Path | None,
+    max_bad_fraction: float,
+    strict: bool,
+    recipe_dir: Path,
+) -> None:
     """TIMIT in the LDC layout (real, or made by `snnasr synth`)."""
     from snnasr.data.timit import prepare_timit
 
-    counts = prepare_timit(corpus, recipe_dir, dev_speakers=dev_speakers, test_speakers=test_speakers)
+    counts = prepare_timit(
+        corpus,
+        recipe_dir,
+        dev_speakers=dev_speakers,
+        test_speakers=test_speakers,
+        max_bad_fraction=max_bad_fraction,
+        strict=strict,
+    )
     _echo_counts("utterances", counts)
 
 
@@ -219,6 +254,7 @@ def validate(sets: str, recipe_dir: Path) -> None:
     help="Kaldi dither (Kaldi's default is 1.0; 0 keeps features deterministic).",
 )
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers over utterances.")
+@bad_utterance_options
 @click.option(
     "--config",
     "config_path",
@@ -239,6 +275,8 @@ def features(
     cmvn: str,
     dither: float,
     jobs: int,
+    max_bad_fraction: float,
+    strict: bool,
     config_path: Path | None,
     recipe_dir: Path,
 ) -> None:
@@ -261,7 +299,10 @@ def features(
     }
     opts = FeatureOptions.load(config_path, **given)
     for name in sets.split(","):
-        _echo_counts(f"data/{name}", make_features(recipe_dir / "data" / name, opts, jobs=jobs))
+        counts = make_features(
+            recipe_dir / "data" / name, opts, jobs=jobs, max_bad_fraction=max_bad_fraction, strict=strict
+        )
+        _echo_counts(f"data/{name}", counts)
 
 
 @cli.command()

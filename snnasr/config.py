@@ -13,6 +13,7 @@ spikes with dead-zone 3, sigma-delta input encoding, length curriculum.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -99,6 +100,11 @@ class MultiBitConfig(ModelConfig):
                 raise ConfigError(
                     f"model.{name}={v}: dead zone must be >= 0 and leave at least one level below 2^(n_bits-1)-1"
                 )
+        if not 0.0 < self.ema_momentum <= 1.0:
+            raise ConfigError(
+                f"model.ema_momentum={self.ema_momentum}: must be in (0, 1] (weight of the newest range estimate)"
+            )
+        _finite_positive("model.surrogate_scale", self.surrogate_scale)
 
 
 # Every field the single flat ModelConfig had before the per-architecture sections: a saved
@@ -157,13 +163,23 @@ class TrainConfig:
     eval_max_len: int = 1000
     # Minibatches between progress-bar updates (each update syncs the device once).
     log_every: int = 50
+    # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
+    max_nonfinite_steps: int = 10
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_frames", self.batch_frames)
         _positive("train.log_every", self.log_every)
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr}: must be positive")
+        _positive("train.eval_max_len", self.eval_max_len)  # 0 would cut dev utterances forever
+        _positive("train.max_nonfinite_steps", self.max_nonfinite_steps)
+        _finite_positive("train.lr", self.lr)
+        _finite_positive("train.lr_floor", self.lr_floor)
+        if self.lr_floor > self.lr:
+            raise ConfigError(f"train.lr_floor={self.lr_floor}: must not exceed train.lr={self.lr}")
+        if not 0.0 <= self.newbob_threshold < 1.0:
+            raise ConfigError(f"train.newbob_threshold={self.newbob_threshold}: must be in [0, 1)")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"train.grad_clip={self.grad_clip}: must be >= 0 (0 = no clipping)")
         parse_curriculum(self.curriculum)
 
 
@@ -216,6 +232,11 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _positive(name: str, value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{name}={value}: must be positive")
+
+
+def _finite_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={value}: must be a positive finite number")
 
 
 def parse_curriculum(spec: str) -> list[tuple[int, int]]:

@@ -106,8 +106,8 @@ class UtteranceDataset(Dataset):
         self._feats: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self.skipped = 0
-        # Read to the end first: kaldi_io's scp generators swallow GeneratorExit, so one left
-        # half-read by an error below would print a spurious warning.  Popping keeps peak memory low.
+        # Read to the end first, so the scp's open arks are closed before an error below can
+        # leave the reader half-read.  Popping keeps peak memory low.
         pending = list(read_mat_scp(feats_scp))[::-1]
         while pending:
             utt, feats = pending.pop()

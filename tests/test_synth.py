@@ -175,3 +175,16 @@ def test_espeak_output_depends_on_neither_history_nor_clock():
     again = engine.speak(text, "en-us+f5", rate=150, seed=3)
     assert first.events == again.events and first.audio.tobytes() == again.audio.tobytes()
     assert engine.speak(text, "en-us+f5", rate=150, seed=4).audio.tobytes() != first.audio.tobytes()
+
+
+@pytest.mark.parametrize("orig, new", [(22050, 16000), (16000, 8000), (8000, 16000)])
+def test_resample_is_torchaudios_filter(orig, new):
+    """The numpy resampler (kept for reproducibility, see its docstring) equals the library's."""
+    import numpy as np
+    import torch
+    import torchaudio.functional as AF
+
+    x = np.random.default_rng(0).normal(size=orig // 4)
+    want = AF.resample(torch.from_numpy(x), orig, new).numpy()
+    got = synth.resample(x, orig, new)
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-12

@@ -26,6 +26,13 @@ Unloading and reloading the library (``dlclose``) restores its initial state (~5
 noise generator (seeded from the clock by espeak_Initialize) is re-seeded; this makes every
 utterance a pure function of its settings: deterministic, order-free, and
 comparable bit for bit, which is how silently-substituted voices are detected.
+
+Why a ctypes binding of our own rather than a Python espeak package: the labels need
+libespeak-ng's synthesis callback with phoneme events and their sample positions, and the
+determinism above needs the library unloaded and reloaded per utterance.  ``espeakng`` (PyPI)
+runs the ``espeak-ng`` command-line program (not installed by any wheel, no phoneme positions);
+``espeak-ng-python`` is a C extension built from source against a system libespeak-ng (no
+wheel), so it can neither use the library that ``espeakng-loader`` ships nor be reloaded.
 """
 
 from __future__ import annotations
@@ -537,7 +544,9 @@ def resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
 
     Done in numpy float64 rather than torch: torch's oneDNN convolution caches a primitive per
     input length (memory grows ~1 MB per utterance) and its results depended on that cache,
-    which broke bit-for-bit reproducibility.
+    which broke bit-for-bit reproducibility.  It equals ``torchaudio.functional.resample`` to
+    ~1e-15 (tests/test_synth.py).  Not soxr or scipy's ``resample_poly``: another filter would
+    change every synthesised file (and the demo results made from them) for no gain.
     """
     g = np.gcd(orig, new)
     orig, new = orig // g, new // g

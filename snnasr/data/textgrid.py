@@ -1,26 +1,24 @@
-"""A reader for Praat TextGrids (the long and the short text format), enough for MFA output.
+"""Praat TextGrids (long and short text format, UTF-8 or UTF-16), as MFA writes them, via praatio.
 
-No TextGrid library is installed (``praatio`` and ``textgrid`` exist on PyPI), and the format
-is small: Praat's own text reader ignores everything but numbers, quoted strings and
-``<flags>``, which makes the long format the short one with labels around it.  So one tokenizer
-reads both: drop ``[n]`` indices and ``name =`` labels, keep the values in order.
+praatio is what the Montreal Forced Aligner itself reads and writes TextGrids with, so its
+parser agrees with MFA's output by construction; it replaced a hand-written tokenizer here.
+This module only adapts its result to the small frozen types the corpus code uses (a tier's
+intervals as ``(xmin, xmax, text)``, empty intervals kept: MFA's silences are empty labels) and
+turns every parse failure into one :class:`DataError` naming the file.  An interval past the
+grid's own ``xmax`` widens the grid (praatio's ``silence`` mode) rather than failing here: what
+matters is the audio, and the corpus code checks every interval against it.  Binary TextGrids
+(Praat's "Save as binary file") are not read by praatio, so they get their own message.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from praatio import textgrid as praat_textgrid
+
 from snnasr.io import DataError
-
-# Order matters: a quoted string ("" escapes a quote) wins over what looks like a number inside it.
-_TOKEN = re.compile(r'"((?:[^"]|"")*)"|\[\s*\d*\s*\]|<(\w+)>|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)')
-
-
-class _Flag(str):
-    """``<exists>`` / ``<absent>``: kept apart from a quoted text that happens to read the same."""
 
 
 @dataclass(frozen=True)
@@ -55,59 +53,30 @@ class TextGrid:
 
 
 def read_textgrid(path: str | os.PathLike) -> TextGrid:
-    """Parse a text TextGrid (UTF-8 or UTF-16 with BOM); raise DataError naming the file if malformed."""
+    """Parse a text TextGrid; raise DataError naming the file if it is unreadable or malformed."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            head = f.read(64)
     except OSError as e:
         raise DataError(f"{path}: unreadable TextGrid ({e.strerror}); check the file") from None
-    text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig", "replace")
-    if "ooBinaryFile" in text[:40]:
+    if b"ooBinaryFile" in head:
         raise DataError(f"{path}: binary TextGrid; save it as a text TextGrid (Praat 'Save as text file')")
-    tokens = [_value(m) for m in _TOKEN.finditer(text) if not m.group(0).startswith("[")]
     try:
-        return _parse(tokens)
-    except (IndexError, ValueError, TypeError):
-        raise DataError(f"{path}: not a valid TextGrid (long or short text format); re-export it") from None
-
-
-def _value(m: re.Match) -> str | float:
-    if m.group(1) is not None:
-        return m.group(1).replace('""', '"')
-    if m.group(2) is not None:
-        return _Flag(m.group(2))
-    return float(m.group(3))
-
-
-def _parse(tok: list) -> TextGrid:
-    pos = 0
-
-    def take(kind: type):
-        nonlocal pos
-        value = tok[pos]
-        pos += 1
-        if not isinstance(value, kind) or isinstance(value, _Flag):
-            raise ValueError(f"expected {kind.__name__} at token {pos}")
-        return value
-
-    if take(str) != "ooTextFile" or take(str) != "TextGrid":
-        raise ValueError("not a TextGrid")
-    xmin, xmax = take(float), take(float)
-    if isinstance(tok[pos], _Flag):
-        if tok[pos] == "absent":
-            return TextGrid(xmin, xmax, [])
-        pos += 1
+        grid = praat_textgrid.openTextgrid(str(path), includeEmptyIntervals=True, reportingMode="silence")
+    except Exception as e:  # praatio raises its own errors, and Index/Value/Unicode errors on garbage
+        reason = " ".join(str(e).split(". ")[0].split()) or type(e).__name__
+        raise DataError(
+            f"{path}: not a valid TextGrid ({reason}); re-export it as a long or short text TextGrid"
+        ) from None
     tiers = []
-    for _ in range(int(take(float))):
-        kind, name, t_min, t_max, n = take(str), take(str), take(float), take(float), int(take(float))
-        if kind == "IntervalTier":
-            items = [Interval(take(float), take(float), take(str)) for _ in range(n)]
-        elif kind == "TextTier":
-            items = []
-            for _ in range(n):
-                t = take(float)
-                items.append(Interval(t, t, take(str)))
+    for name in grid.tierNames:
+        tier = grid.getTier(name)
+        if isinstance(tier, praat_textgrid.IntervalTier):
+            kind = "IntervalTier"
+            items = [Interval(e.start, e.end, e.label) for e in tier.entries]
         else:
-            raise ValueError(f"unknown tier class {kind}")
-        tiers.append(Tier(name, kind, t_min, t_max, items))
-    return TextGrid(xmin, xmax, tiers)
+            kind = "TextTier"
+            items = [Interval(e.time, e.time, e.label) for e in tier.entries]
+        tiers.append(Tier(name, kind, tier.minTimestamp, tier.maxTimestamp, items))
+    return TextGrid(grid.minTimestamp, grid.maxTimestamp, tiers)

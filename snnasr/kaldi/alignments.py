@@ -10,6 +10,9 @@ Inputs:
 
 Outputs:
     ``<data>/labels_<level>.scp/.ark`` for every level below: one class id per frame.
+    ``<data>/conf/features.yaml`` when ``<data>/feats.scp`` holds Kaldi's own features (any matrix
+    kind, compressed included): they are read once and recorded for training as they are (see
+    :mod:`snnasr.kaldi.feats`), so no ``snnasr features`` run is needed.
     ``<recipe>/data/lang/``: levels ``pdf`` (``pdf0``..``pdf<N-1>``, N = the model's pdfs) and
     ``phone`` (phones.txt minus ``<eps>`` and ``#`` disambiguation symbols, renumbered 0..N-1, in
     id order).  When phones carry word-position (``_B _E _I _S``) or ARPAbet stress (``0 1 2``)
@@ -23,7 +26,8 @@ A second data dir labelled with the same model (train, then test) keeps the lang
 first, so class ids and maps stay the same; a lang with other levels or symbols is an error.
 Utterances Kaldi did not align are reported and left unlabelled, and the stage fails when fewer
 than 95% are aligned (Kaldi's threshold).  Each alignment must match the utterance's frame count
-(``utt2num_frames``, else Kaldi framing of the audio: 25 ms window, 10 ms shift, snip-edges) within
+(Kaldi's ``feats.scp``, else ``utt2num_frames``, else Kaldi framing of the audio: 25 ms window, 10 ms
+shift, snip-edges) within
 ``tolerance`` frames; within it the labels are cut or padded (last label repeated) to that count.
 """
 
@@ -42,6 +46,7 @@ from snnasr.audio import audio_info, wav_path
 from snnasr.data.datadir import read_table, sort_key, validate_data_dir
 from snnasr.io import DataError
 from snnasr.kaldi.ark import read_vec_int_ark, write_vec_int_ark_scp
+from snnasr.kaldi.feats import adopt_kaldi_features
 from snnasr.kaldi.transition_model import TransitionModel, read_transition_model
 from snnasr.lang import DELETED, load_lang, write_lang
 
@@ -70,6 +75,7 @@ def prepare_kaldi(
         raise DataError(f"--targets {targets!r}: choose pdf or phone")
     validate_data_dir(data_dir)
     wav = read_table(data_dir / "wav.scp")
+    kaldi_frames = adopt_kaldi_features(data_dir)
     model = read_transition_model(find_model(ali_dir))
     kaldi_lang = find_kaldi_lang(lang_dir, ali_dir, data_dir, recipe_dir)
     phone_table = read_phones_txt(kaldi_lang / "phones.txt")
@@ -82,7 +88,7 @@ def prepare_kaldi(
 
     alis = read_alignments(ali_dir, wav)
     _check_coverage(data_dir, wav, alis)
-    expected = _frame_counts(data_dir, wav, alis)
+    expected = _frame_counts(data_dir, wav, alis, kaldi_frames)
 
     phone_ids = sorted(phone_table)  # Kaldi ids of real phones, in id order
     phone_syms = [phone_table[i] for i in phone_ids]
@@ -120,13 +126,16 @@ def prepare_kaldi(
     for name, per_utt in labels.items():
         items = ((u, per_utt[u].astype(np.int32)) for u in sorted(per_utt, key=sort_key))
         write_vec_int_ark_scp(items, data_dir / f"labels_{name}.ark", data_dir / f"labels_{name}.scp")
-    return {
+    counts = {
         "utterances": len(alis),
         "frames": int(sum(len(v) for v in labels["pdf"].values())),
         "unaligned": len(wav) - len(alis),
         "pdfs": model.num_pdfs,
         "phones": len(phone_syms),
     }
+    if kaldi_frames is not None:
+        counts["kaldi_feats"] = len(kaldi_frames)
+    return counts
 
 
 def find_model(ali_dir: Path) -> Path:
@@ -220,8 +229,13 @@ def _check_coverage(data_dir: Path, wav: dict[str, str], alis: dict) -> None:
     )
 
 
-def _frame_counts(data_dir: Path, wav: dict[str, str], alis: dict) -> dict[str, int]:
-    """Expected frames per aligned utterance: utt2num_frames, else Kaldi framing of the audio."""
+def _frame_counts(data_dir: Path, wav: dict[str, str], alis: dict, feats: dict[str, int] | None) -> dict[str, int]:
+    """Expected frames per aligned utterance: Kaldi's feats, utt2num_frames, else framing of the audio."""
+    if feats is not None:
+        missing = [u for u in alis if u not in feats]
+        if missing:
+            raise DataError(f"{data_dir / 'feats.scp'}: no features for aligned utterance {missing[0]}; recompute them")
+        return {u: feats[u] for u in alis}
     if (data_dir / "utt2num_frames").is_file():
         table = read_table(data_dir / "utt2num_frames")
         counts = {}

@@ -1,38 +1,46 @@
-"""Kaldi ark/scp reading and writing over ``kaldi-io``.
+"""Kaldi ark/scp reading and writing over ``kaldiio``: the one home of Kaldi's table formats.
 
-This is the only module that imports ``kaldi_io``: at import it prints a KALDI_ROOT warning
-banner and edits ``os.environ``; both are undone here so the user's terminal stays clean.
-Archives are written next to their scp; the scp is renamed into place last, so a reader
-that trusts the scp never sees a half-written archive.
+Why kaldiio (and not kaldi-io, the first choice): Kaldi's feature scripts (``make_mfcc.sh``,
+``make_fbank.sh``, ``copy-feats --compress=true``) write *compressed* matrices by default.
+kaldiio reads every matrix kind Kaldi writes -- ``FM``/``DM`` (float, double), the compressed
+``CM`` (8 bit with per-column quantiles), ``CM2`` (16 bit) and ``CM3`` (8 bit), binary or text,
+int vectors -- under current numpy; kaldi-io 0.9.8 reads only ``CM`` and breaks on numpy >= 2.4
+(``np.reshape(newshape=)``).  The fixtures in ``tests/data/kaldi_matrices`` were written by
+Kaldi's own compression code (kaldi-native-io) and are checked against an independent decoder.
+
+What stays here rather than in kaldiio:
+
+- scp files are read line by line with each entry loaded explicitly, so an unreadable entry is
+  an error naming the scp line, never a silently shorter corpus; entries that are commands
+  (``... |``) are refused: they need Kaldi binaries, and running a shell line from a data file
+  is not something a reader should do behind the user's back.
+- ``*.gz`` archives (Kaldi's ``ali.N.gz``) are decompressed into memory first: kaldiio seeks
+  back a few bytes per entry, which a gzip stream can only do by decompressing from the start.
+- Archives are written next to their scp; the scp is renamed into place last, so a reader that
+  trusts the scp never sees a half-written archive.
 """
 
 from __future__ import annotations
 
-import contextlib
+import gzip
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import kaldiio
 import numpy as np
+from kaldiio.matio import write_array
 
 from snnasr.io import DataError, atomic_write
 
-
-def _import_kaldi_io():
-    saved = dict(os.environ)
-    with contextlib.redirect_stderr(io.StringIO()):
-        import kaldi_io  # noqa: PLC0415
-    os.environ.clear()
-    os.environ.update(saved)
-    return kaldi_io
+# Kaldi's CompressionMethod codes (matrix/compressed-matrix.h), by the token each one writes.
+COMPRESSION = {"CM": 2, "CM2": 3, "CM3": 5}
 
 
-kaldi_io = _import_kaldi_io()
-
-
-def _write_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: Path, scp: Path, writer) -> int:
-    ark, scp = Path(ark), Path(scp)
+def _write_ark_scp(
+    items: Iterable[tuple[str, np.ndarray]], ark: Path, scp: Path, write: Callable[[io.BufferedIOBase, np.ndarray], int]
+) -> int:
     n = 0
     # scp is entered first so it is renamed into place last, after the ark it points into.
     with atomic_write(scp, "w") as fs, atomic_write(ark, "wb") as fa:
@@ -41,75 +49,121 @@ def _write_ark_scp(items: Iterable[tuple[str, np.ndarray]], ark: Path, scp: Path
                 raise DataError(f"{ark}: invalid key {key!r}: Kaldi keys must be non-empty and have no spaces")
             fa.write(f"{key} ".encode())
             offset = fa.tell()
-            writer(fa, value)
+            write(fa, value)
             fs.write(f"{key} {ark.resolve()}:{offset}\n")
             n += 1
     return n
 
 
 def write_mat_ark_scp(
-    items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike, scp: str | os.PathLike, dtype: type = np.float32
+    items: Iterable[tuple[str, np.ndarray]],
+    ark: str | os.PathLike,
+    scp: str | os.PathLike,
+    dtype: type = np.float32,
+    compress: str | None = None,
 ) -> int:
-    """Write float matrices (frames x dims) as a binary ark plus scp; return the count.
+    """Write matrices (frames x dims) as a binary ark plus scp; return the count.
 
-    ``dtype=np.float64`` writes Kaldi double matrices (``DM``), as CMVN stats are.
+    ``dtype=np.float64`` writes Kaldi double matrices (``DM``), as CMVN stats are.  ``compress``
+    = ``"CM"``, ``"CM2"`` or ``"CM3"`` writes Kaldi's compressed kinds instead (lossy; what
+    ``copy-feats --compress=true --compression-method=2|3|5`` writes).
     """
-    return _write_ark_scp(((k, np.asarray(v, dtype=dtype)) for k, v in items), Path(ark), Path(scp), kaldi_io.write_mat)
+    if compress is not None and compress not in COMPRESSION:
+        raise ValueError(f"compress={compress!r}: choose one of {', '.join(COMPRESSION)}")
+    method = COMPRESSION.get(compress) if compress else None
+    return _write_ark_scp(
+        ((k, np.asarray(v, dtype=dtype)) for k, v in items),
+        Path(ark),
+        Path(scp),
+        lambda f, a: write_array(f, a, compression_method=method),
+    )
 
 
 def write_vec_int_ark_scp(
     items: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike, scp: str | os.PathLike
 ) -> int:
     """Write int vectors (one label per frame) as a binary ark plus scp; return the count."""
-    return _write_ark_scp(
-        ((k, np.asarray(v, dtype=np.int32)) for k, v in items), Path(ark), Path(scp), kaldi_io.write_vec_int
-    )
+    return _write_ark_scp(((k, np.asarray(v, dtype=np.int32)) for k, v in items), Path(ark), Path(scp), write_array)
 
 
-def _checked(path: str | os.PathLike, reader) -> Iterator[tuple[str, np.ndarray]]:
-    path = Path(str(path))
+def _checked(path: Path, reader: Callable[[Path], Iterator[tuple[str, np.ndarray]]], ndim: int):
+    """Read with ``reader``; every value must be a matrix (``ndim`` 2) or an int vector (1)."""
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that writes it first")
     try:
-        yield from reader(str(path))
+        for key, value in reader(path):
+            value = np.asarray(value)
+            if value.ndim != ndim or (ndim == 1 and value.size and not np.issubdtype(value.dtype, np.integer)):
+                want = "a matrix" if ndim == 2 else "an int vector"
+                raise DataError(f"{path}: {key!r} is not {want} (shape {value.shape}, {value.dtype}); check the file")
+            if ndim == 2 and not np.issubdtype(value.dtype, np.floating):
+                value = value.astype(np.float32)  # a text matrix of whole numbers parses as int
+            yield key, value
     except DataError:
         raise
-    except Exception as e:  # kaldi_io raises bare exceptions on corrupt input
-        raise DataError(f"{path}: cannot read as a Kaldi archive ({e}); regenerate it") from e
+    except Exception as e:  # kaldiio raises assertion/value errors on corrupt input
+        raise DataError(f"{path}: cannot read as a Kaldi archive ({type(e).__name__}: {e}); regenerate it") from e
 
 
-def _scp_reader(read_one):
-    """Read an scp one entry at a time.
+def _read_scp(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    handles: dict = {}  # one open file per ark, reused across the scp's entries
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                key, _, rxfile = line.strip().partition(" ")
+                rxfile = rxfile.strip()
+                if not rxfile:
+                    raise DataError(f"{path}:{n}: entry {key!r} has no location; regenerate the scp")
+                if rxfile.endswith("|") or rxfile.startswith("|"):
+                    raise DataError(
+                        f"{path}:{n}: entry {key!r} is a command ({rxfile}); snnasr reads files only: "
+                        f"write the result to an ark first (e.g. copy-feats '{rxfile}' ark,scp:out.ark,out.scp)"
+                    )
+                try:
+                    value = kaldiio.load_mat(rxfile, fd_dict=handles)
+                except FileNotFoundError:
+                    raise DataError(
+                        f"{path}:{n}: {rxfile.rsplit(':', 1)[0]} not found (relative paths are taken from the "
+                        f"current directory, as Kaldi does); regenerate the scp or run from where it was made"
+                    ) from None
+                except Exception as e:
+                    raise DataError(
+                        f"{path}:{n}: cannot read {key!r} from {rxfile} ({type(e).__name__}: {e}); regenerate it"
+                    ) from e
+                yield key, value
+    finally:
+        for handle in handles.values():
+            handle.close()
 
-    kaldi_io's own scp readers skip unreadable entries with a printed warning (a corpus could
-    shrink silently), so every entry here is read explicitly and a failure is an error.
-    """
 
-    def reader(path: str) -> Iterator[tuple[str, np.ndarray]]:
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    key, rxfile = line.split(maxsplit=1)
-                    yield key, read_one(rxfile.strip())
-
-    return reader
+def _read_ark(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    if path.suffix == ".gz":
+        yield from kaldiio.load_ark(io.BytesIO(gzip.decompress(path.read_bytes())))
+    else:
+        with open(path, "rb") as f:
+            yield from kaldiio.load_ark(f)
 
 
 def read_mat_scp(scp: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, float matrix) from an scp."""
-    return _checked(scp, _scp_reader(kaldi_io.read_mat))
+    """Yield (key, matrix) from an scp; every Kaldi kind (FM/DM/CM/CM2/CM3, binary or text).
+
+    Compressed and float matrices come back as float32, double ones as float64.
+    """
+    return _checked(Path(scp), _read_scp, 2)
 
 
 def read_mat_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, float matrix) from an ark (binary or text)."""
-    return _checked(ark, kaldi_io.read_mat_ark)
+    """Yield (key, matrix) from an ark (binary or text, any matrix kind, gzipped when ``*.gz``)."""
+    return _checked(Path(ark), _read_ark, 2)
 
 
 def read_vec_int_scp(scp: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (key, int vector) from an scp."""
-    return _checked(scp, _scp_reader(kaldi_io.read_vec_int))
+    return _checked(Path(scp), _read_scp, 1)
 
 
 def read_vec_int_ark(ark: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (key, int vector) from an ark, binary or text, gzipped when named ``*.gz``."""
-    return _checked(ark, kaldi_io.read_vec_int_ark)
+    return _checked(Path(ark), _read_ark, 1)
