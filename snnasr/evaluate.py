@@ -87,6 +87,17 @@ def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: A
     return fingerprint
 
 
+def _check_utterance_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: int) -> None:
+    """``task: utterance``: the set has utt2<level> and the recipe the model's classes."""
+    if lang.utterance_level != level or len(lang.utterance_classes) != n_out:
+        raise DataError(
+            f"{lang.dir}: the model classifies utterances into {n_out} {level!r} classes but this recipe has "
+            f"{lang.utterance_level or 'no utterance level'}; evaluate it in the recipe it was trained in"
+        )
+    if not (data_dir / f"utt2{level}").is_file():
+        raise DataError(f"{data_dir}/utt2{level}: no utterance labels for set {set_name}; re-run snnasr prep")
+
+
 def level_folds(lang: Lang, level: str) -> dict[str, np.ndarray]:
     """Class-id maps from ``level`` to itself and to every level reachable through map files.
 
@@ -124,21 +135,6 @@ def _references(
             n = min(len(lab), len(refs[uttid]))
             refs[uttid][:n] = lab[:n]
     return refs
-
-
-def _batches(lengths: list[int], budget: int) -> list[list[int]]:
-    """Utterance indices grouped by length so that padded frames per batch stay under ``budget``."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and lengths[i] * (len(cur) + 1) > budget:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
 
 
 def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,23 +181,30 @@ def run_evaluation(
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
     from snnasr.checkpoint import load_model, model_stamp
-    from snnasr.models.registry import arch_label
 
     model, cfg, meta = load_model(exp_dir, device)
     stamp = model_stamp(exp_dir)
     level = meta["level"]
     n_out = int(meta.get("n_out", model.n_out))
-    _check_labels(data_dir, set_name, level, lang, n_out)
+    utterance = getattr(cfg, "task", "frame") == "utterance"
+    if utterance:
+        _check_utterance_labels(data_dir, set_name, level, lang, n_out)
+    else:
+        _check_labels(data_dir, set_name, level, lang, n_out)
 
     from snnasr.dataset import UtteranceDataset
 
     data = UtteranceDataset(
-        data_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, lang_dir=lang.dir
+        data_dir,
+        level=level,
+        norm_vars=cfg.data.norm_vars,
+        context=cfg.data.context,
+        lang_dir=lang.dir,
+        task="utterance" if utterance else "frame",
     )
     if data.num_classes != n_out:
         raise DataError(
-            f"{data_dir}/labels_{level}.scp: {data.num_classes} classes but the model outputs "
-            f"{n_out}; mismatched label sets"
+            f"{data_dir}: {data.num_classes} {level} classes but the model outputs {n_out}; mismatched label sets"
         )
     if data.dim != int(meta["n_in"]):
         raise DataError(
@@ -214,45 +217,16 @@ def run_evaluation(
     items = [data[i] for i in range(len(data))]
     if not items:
         raise DataError(f"{data_dir}: no utterances to evaluate")
-    folds = level_folds(lang, level)
-    levels = list(folds)
-    score = lang.score if lang.score in folds else level
-    train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
-    refs = {lv: _references(data_dir, train_labels, level, lv, folds[lv]) for lv in levels}
-    silence = lang.silence_ids(score)
+    if utterance:
+        from snnasr.train import utterance_task
 
+        scorer: _Scorer = _UtteranceScorer(utterance_task(cfg), data.classes, items)
+    else:
+        scorer = _FrameScorer(data_dir, lang, level, items, smooth_window)
     specs = model.layer_specs()
-    stats = ActivationStats(len(specs))
-    acc = {lv: [0, 0] for lv in levels}
-    edits = EditCounts()
-    dev = next(model.parameters()).device
-    model.eval()
-    batches = _batches([x.shape[0] for _, x, _ in items], batch_frames)
-    with torch.no_grad():
-        for idx in tqdm(batches, desc=f"eval {set_name}", unit="batch", disable=not sys.stderr.isatty()):
-            x, mask = pad_batch([items[i][1].float() for i in idx])
-            x, mask = x.to(dev), mask.to(dev)
-            out = model(x, mask)
-            stats.update(
-                x,
-                mask,
-                out.layer_inputs,
-                out.layer_outputs,
-                step_mask=out.step_mask,
-                readout_input=out.readout_input,
-                directions=[s.directions for s in specs],
-            )
-            pred = out.logits.argmax(-1).cpu().numpy()
-            for b, i in enumerate(idx):
-                uttid, feats, _ = items[i]
-                p = pred[: feats.shape[0], b]
-                for lv in levels:
-                    c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
-                    acc[lv][0] += c
-                    acc[lv][1] += n
-                hyp = phone_sequence(p, folds[score], silence, smooth_window)
-                ref = phone_sequence(refs[score][uttid], None, silence)
-                edits = edits + edit_distance(ref, hyp)
+    stats = _forward_all(model, items, specs, batch_frames, set_name, scorer)
+
+    from snnasr.models.registry import arch_label
 
     cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -263,22 +237,11 @@ def run_evaluation(
         "arch": model.arch,
         "arch_label": arch_label(cfg.model),
         "set": set_name,
+        "task": "utterance" if utterance else "frame",
         "label_level": level,
-        "score_level": score,
         "utterances": len(items),
         "frames": stats.frames,
-        "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
-        "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
-        "per": {
-            "level": score,
-            "per": edits.rate,
-            "substitutions": edits.substitutions,
-            "deletions": edits.deletions,
-            "insertions": edits.insertions,
-            "ref_phones": edits.ref_length,
-            "smooth_window": smooth_window,
-            "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
-        },
+        **scorer.results(),
         "zero_frac": stats.zero_fraction(),
         "params": params,
         "params_lstm_ref": lstm_params,
@@ -303,14 +266,141 @@ def run_evaluation(
             for key in ("total_per_frame", "energy_pj_per_frame"):
                 results["ops"][f"{kind}_{key}"] = details["reference"][kind][key]
         write_text(out_dir / f"ops{suffix}.json", json.dumps(details, indent=2) + "\n")
+    if utterance:
+        from snnasr.utterance import plot_confusion
+
+        title = f"{exp_dir.name} on {set_name}: {100 * results['utterance_accuracy']:.2f}% of {len(items)}"
+        plot_confusion(np.array(results["confusion"]["matrix"]), data.classes, title, out_dir / "confusion.png")
     write_text(out_dir / results["results_file"], json.dumps(results, indent=2) + "\n")
     _print_summary(results)
     return results
 
 
+class _Scorer:
+    """Scores one batch's outputs; ``results()`` gives the task's fields of results.json."""
+
+    def add(self, idx: list[int], logits: torch.Tensor, mask: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def results(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _FrameScorer(_Scorer):
+    """Frame accuracy at every level the training level folds into, and PER at the score level."""
+
+    def __init__(self, data_dir: Path, lang: Lang, level: str, items: list, smooth_window: int) -> None:
+        self.folds = level_folds(lang, level)
+        self.levels = list(self.folds)
+        self.score = lang.score if lang.score in self.folds else level
+        train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
+        self.refs = {lv: _references(data_dir, train_labels, level, lv, self.folds[lv]) for lv in self.levels}
+        self.silence = lang.silence_ids(self.score)
+        self.silence_symbols = [s for s in lang.silence if s in lang.index(self.score)]
+        self.items, self.smooth_window = items, smooth_window
+        self.acc = {lv: [0, 0] for lv in self.levels}
+        self.edits = EditCounts()
+
+    def add(self, idx: list[int], logits: torch.Tensor, mask: torch.Tensor) -> None:
+        folds, refs, score = self.folds, self.refs, self.score
+        pred = logits.argmax(-1).cpu().numpy()
+        for b, i in enumerate(idx):
+            uttid, feats, _ = self.items[i]
+            p = pred[: feats.shape[0], b]
+            for lv in self.levels:
+                c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
+                self.acc[lv][0] += c
+                self.acc[lv][1] += n
+            hyp = phone_sequence(p, folds[score], self.silence, self.smooth_window)
+            ref = phone_sequence(refs[score][uttid], None, self.silence)
+            self.edits = self.edits + edit_distance(ref, hyp)
+
+    def results(self) -> dict[str, Any]:
+        acc, score, edits = self.acc, self.score, self.edits
+        return {
+            "score_level": score,
+            "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
+            "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
+            "per": {
+                "level": score,
+                "per": edits.rate,
+                "substitutions": edits.substitutions,
+                "deletions": edits.deletions,
+                "insertions": edits.insertions,
+                "ref_phones": edits.ref_length,
+                "smooth_window": self.smooth_window,
+                "silence_dropped": self.silence_symbols,
+            },
+        }
+
+
+class _UtteranceScorer(_Scorer):
+    """Accuracy per utterance and the confusion matrix (``task: utterance``)."""
+
+    def __init__(self, task: Any, classes: list[str], items: list) -> None:
+        self.task, self.classes, self.items = task, classes, items
+        self.refs: list[int] = []
+        self.hyps: list[int] = []
+
+    def add(self, idx: list[int], logits: torch.Tensor, mask: torch.Tensor) -> None:
+        self.hyps += self.task.scores(logits, mask).argmax(-1).tolist()
+        self.refs += [int(self.items[i][2][0]) for i in idx]
+
+    def results(self) -> dict[str, Any]:
+        from snnasr.utterance import confusion_matrix
+
+        matrix = confusion_matrix(self.refs, self.hyps, len(self.classes))
+        correct, total = int(np.trace(matrix)), int(matrix.sum())
+        per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+        return {
+            "score_level": None,
+            "utterance_accuracy": correct / total if total else float("nan"),
+            "accuracy": {"utterance": correct / total if total else float("nan")},
+            "frame_accuracy": None,
+            "pool": {"pool": self.task.pool, "burn_in": self.task.burn_in},
+            "confusion": {
+                "classes": self.classes,
+                "matrix": matrix.tolist(),
+                "rows": "reference",
+                "per_class_accuracy": dict(zip(self.classes, per_class.tolist())),
+            },
+        }
+
+
+def _forward_all(
+    model: torch.nn.Module, items: list, specs: list, batch_frames: int, set_name: str, scorer: _Scorer
+) -> ActivationStats:
+    """Run ``model`` over whole utterances in length-sorted batches; score and collect activations."""
+    from snnasr.batching import plan_batches
+
+    lengths = [x.shape[0] for _, x, _ in items]
+    # Whole utterances (max_len = the longest: no cutting), shortest first, frame budget per batch.
+    batches = [[u for u, _, _ in b] for b in plan_batches(lengths, max(lengths), batch_frames)]
+    stats = ActivationStats(len(specs))
+    dev = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for idx in tqdm(batches, desc=f"eval {set_name}", unit="batch", disable=not sys.stderr.isatty()):
+            x, mask = pad_batch([items[i][1].float() for i in idx])
+            x, mask = x.to(dev), mask.to(dev)
+            out = model(x, mask)
+            stats.update(
+                x,
+                mask,
+                out.layer_inputs,
+                out.layer_outputs,
+                step_mask=out.step_mask,
+                readout_input=out.readout_input,
+                directions=[s.directions for s in specs],
+            )
+            scorer.add(idx, out.logits, mask)
+    return stats
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     """Paper-style table: this run beside every other run of the recipe evaluated the same way."""
     from snnasr.report import (
+        columns_for,
         current_results,
         group_rows,
         load_results,
@@ -342,13 +432,22 @@ def _print_summary(results: dict[str, Any]) -> None:
                 }
             )
     click.echo(table_caption(results) + "\n")
-    click.echo(markdown_table(rows))
-    per = results["per"]
-    acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
-    click.echo(
-        f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
-        f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})"
-    )
+    click.echo(markdown_table(rows, columns_for(results)))
+    if results.get("task") == "utterance":
+        conf = results["confusion"]
+        per_class = ", ".join(f"{c} {100 * a:.0f}" for c, a in conf["per_class_accuracy"].items())
+        click.echo(
+            f"utterance accuracy ({results['label_level']}, pool {results['pool']['pool']}): "
+            f"{100 * results['utterance_accuracy']:.2f}% of {results['utterances']}; per class (%): {per_class}"
+        )
+        click.echo(_confusion_text(conf["classes"], conf["matrix"]))
+    else:
+        per = results["per"]
+        acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
+        click.echo(
+            f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
+            f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})"
+        )
     zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")
     if ops:
@@ -360,3 +459,15 @@ def _print_summary(results: dict[str, Any]) -> None:
             err=True,
         )
     click.echo(f"wrote {Path(results['exp_dir']) / ('eval_' + results['set'])}/{results['results_file']}")
+
+
+def _confusion_text(classes: list[str], matrix: list[list[int]]) -> str:
+    """The confusion matrix as aligned text: rows reference, columns hypothesis."""
+    width = max(max(len(c) for c in classes), max(len(str(v)) for row in matrix for v in row)) + 1
+    lines = [
+        "confusion (rows: reference, columns: hypothesis):",
+        " " * width + "".join(c.rjust(width) for c in classes),
+    ]
+    for c, row in zip(classes, matrix):
+        lines.append(c.rjust(width) + "".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)

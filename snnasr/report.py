@@ -45,6 +45,17 @@ COLUMNS = [
     "ACs/frame",
     "Energy/frame nJ (est.)",
 ]
+# task: utterance tables: accuracy per utterance instead of frame accuracy and PER.
+UTTERANCE_COLUMNS = ["Architecture", "Runs", "Utt. acc. %"] + COLUMNS[4:]
+
+
+def columns_for(r: dict) -> list[str]:
+    return UTTERANCE_COLUMNS if r.get("task") == "utterance" else COLUMNS
+
+
+def accuracy_of(r: dict) -> float | None:
+    """The headline accuracy of a result: per utterance for ``task: utterance``, else per frame."""
+    return r.get("utterance_accuracy") if r.get("task") == "utterance" else r.get("frame_accuracy")
 
 
 def arch_order() -> tuple[str, ...]:
@@ -57,6 +68,7 @@ def arch_order() -> tuple[str, ...]:
 # Column -> (value from one results dict, format of one number).
 _METRICS: dict[str, tuple[Callable[[dict], float | None], str]] = {
     "Frame acc. %": (lambda r: _pct(r.get("frame_accuracy")), "{:.2f}"),
+    "Utt. acc. %": (lambda r: _pct(r.get("utterance_accuracy")), "{:.2f}"),
     "PER %": (lambda r: _pct(r.get("per", {}).get("per")), "{:.2f}"),
     "Zeros %": (lambda r: _pct(r.get("zero_frac", {}).get("overall")), "{:.1f}"),
     "Norm. ops": (lambda r: r.get("ops", {}).get("normalised_vs_lstm"), "{:.3f}"),
@@ -98,18 +110,20 @@ def result_row(*results: dict, label: str | None = None) -> dict[str, str]:
     return row
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    """GitHub Markdown table over :data:`COLUMNS`; cells a row lacks are shown as an em dash."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+def markdown_table(rows: list[dict[str, str]], columns: list[str] | None = None) -> str:
+    """GitHub Markdown table over ``columns`` (default :data:`COLUMNS`); missing cells are an em dash."""
+    columns = columns or COLUMNS
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(row.get(c, "—") for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(row.get(c, "—") for c in columns) + " |")
     return "\n".join(lines)
 
 
-def table_key(r: dict) -> tuple[str, str, str, str, str]:
+def table_key(r: dict) -> tuple[str, str, str, str, str, str]:
     ops = r.get("ops", {})
     return (
         str(r.get("set")),
+        str(r.get("task", "frame")),
         str(r.get("label_level")),
         str(r.get("score_level")),
         str(ops.get("convention", "—")),
@@ -119,11 +133,17 @@ def table_key(r: dict) -> tuple[str, str, str, str, str]:
 
 def table_caption(r: dict) -> str:
     """The line that says which frames, labels and counting rules a table's numbers use."""
-    set_name, level, score, convention, energy = table_key(r)
-    text = (
-        f"Set `{set_name}`; trained on `{level}` labels; frame accuracy and PER on `{score}` "
-        f"(silence dropped, repeats collapsed)."
-    )
+    set_name, task, level, score, convention, energy = table_key(r)
+    if task == "utterance":
+        text = (
+            f"Set `{set_name}`; one `{level}` label per utterance; accuracy per utterance, the "
+            f"per-frame readout pooled over valid frames as each run's `utterance.pool` says."
+        )
+    else:
+        text = (
+            f"Set `{set_name}`; trained on `{level}` labels; frame accuracy and PER on `{score}` "
+            f"(silence dropped, repeats collapsed)."
+        )
     if convention != "—":
         text += (
             f" Ops per frame counted from this set's activations, padded frames excluded, "
@@ -264,7 +284,7 @@ def render_markdown(results: list[dict], plots: list[str]) -> str:
         parts += [
             table_caption(rs[0]),
             "",
-            markdown_table([result_row(*runs, label=label) for label, runs in group_rows(rs)]),
+            markdown_table([result_row(*runs, label=label) for label, runs in group_rows(rs)], columns_for(rs[0])),
             "",
         ]
     parts += [
@@ -295,7 +315,9 @@ def render_csv(results: list[dict]) -> str:
         "seed",
         "config_key",
         "frames",
+        "task",
         "frame_accuracy",
+        "utterance_accuracy",
         "per",
         "substitutions",
         "deletions",
@@ -329,7 +351,9 @@ def render_csv(results: list[dict]) -> str:
                 "seed",
                 "config_key",
                 "frames",
+                "task",
                 "frame_accuracy",
+                "utterance_accuracy",
                 "params",
             )
         }
@@ -404,14 +428,15 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
     paths = []
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    pts = [r for r in results if r.get("ops", {}).get("normalised_vs_lstm") and r.get("frame_accuracy") is not None]
+    pts = [r for r in results if r.get("ops", {}).get("normalised_vs_lstm") and accuracy_of(r) is not None]
     if pts:
         for r in pts:
             label = str(r.get("arch_label", r["arch"]))
-            ax.scatter(r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"], color=colors[label], label=label)
+            acc = 100 * accuracy_of(r)  # type: ignore[operator]
+            ax.scatter(r["ops"]["normalised_vs_lstm"], acc, color=colors[label], label=label)
             ax.annotate(
                 f"{r['run']} ({r['set']})",
-                (r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"]),
+                (r["ops"]["normalised_vs_lstm"], acc),
                 fontsize=7,
                 xytext=(3, 3),
                 textcoords="offset points",
@@ -421,7 +446,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         ax.legend(uniq.values(), uniq.keys(), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("ops per frame / LSTM of same widths (log)")
-        ax.set_ylabel("frame accuracy % (score level)")
+        ax.set_ylabel("accuracy % (per frame at the score level, or per utterance)")
         ax.grid(True, which="both", alpha=0.3)
     else:
         _no_data(ax, "no op counts: run snnasr eval --report-ops")
@@ -456,7 +481,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
             ax.plot([e for e, _ in curve], [100 * a for _, a in curve], marker=".", label=r["run"])
     if ax.lines:
         ax.set_xlabel("epoch")
-        ax.set_ylabel("dev frame accuracy % (training level)")
+        ax.set_ylabel("dev accuracy % (training level: frames or utterances)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     else:

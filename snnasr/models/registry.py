@@ -40,7 +40,7 @@ from snnasr.models.layers import IntegratorReadout, Readout
 from snnasr.ops import OpSpec
 
 # The architecture modules, in report order; each defines ARCHS: tuple[Arch, ...].
-MODULES = ("lstm", "lif", "proposed")
+MODULES = ("lstm", "lif", "proposed", "alif", "scsr")
 
 
 class LayerSpec(NamedTuple):
