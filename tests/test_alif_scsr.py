@@ -104,7 +104,7 @@ def test_alif_taus_get_gradients_and_stay_positive():
         layer.tau_m[:4] = -5.0
         layer.tau_adp[:4] = 0.1
     model(x, mask)
-    assert float(layer.tau_m.min()) == 1.0 and float(layer.tau_adp.min()) == 1.0  # kept >= tau_min
+    assert float(layer.tau_m.detach().min()) == 1.0 and float(layer.tau_adp.detach().min()) == 1.0  # kept >= tau_min
     frozen = build("alif", model_config("alif", hidden=4, layers=1, learn_tau=False), 3, 2)
     assert not frozen.layers[0].tau_m.requires_grad
 
