@@ -1,6 +1,5 @@
 """ALIF (Yin et al.) and ScSr (Zhang & Li) neurons on hand-computed steps; τ ranges, surrogate, ops."""
 
-import math
 
 import pytest
 import torch
@@ -165,4 +164,4 @@ def test_padding_and_bidirectional_invariance(arch):
     for b, n in enumerate(lengths):
         alone = model(x[:n, b : b + 1], torch.ones(n, 1, dtype=torch.bool))
         assert torch.allclose(batch.logits[:n, b], alone.logits[:, 0], atol=1e-5)
-    assert math.isfinite(float(batch.logits[mask].sum()))
+    assert bool(torch.isfinite(batch.logits[mask]).all())
