@@ -3,7 +3,7 @@
 # `snnasr train` resumes from its last checkpoint on the next `make`.
 SNNASR ?= snnasr
 STAMPS := .stamps
-ARCHS ?= lstm gru lif proposed
+ARCHS ?= lstm gru lif proposed alif scsr
 # Runs the report collects; recursive, so a recipe may set ARCHS or RUNS after the include.
 RUNS = $(ARCHS)
 .DEFAULT_GOAL := all

@@ -1,6 +1,5 @@
 """ALIF (Yin et al.) and ScSr (Zhang & Li) neurons on hand-computed steps; τ ranges, surrogate, ops."""
 
-
 import pytest
 import torch
 
