@@ -6,12 +6,16 @@ Each command only parses options and calls one library function; user mistakes s
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from snnasr.io import SnnasrError
+
+DEBUG = bool(os.environ.get("SNNASR_DEBUG"))  # `snnasr --debug ...` or SNNASR_DEBUG=1: tracebacks
 
 RECIPE_DIR = click.option(
     "-d",
@@ -70,11 +74,14 @@ class OrderedGroup(click.Group):
 
 @click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snnasr")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error instead of its one line.")
+def cli(debug: bool) -> None:
     """Spiking-neural-network speech recognition recipes, Kaldi-style, without Kaldi.
 
     Stages read and write files under a recipe directory (data/<set>/, data/lang/, exp/<run>/).
     """
+    global DEBUG
+    DEBUG = debug or DEBUG
 
 
 def _echo_counts(title: str, counts: dict) -> None:
@@ -146,12 +153,22 @@ def prep_timit(
     default=None,
     help="Montreal Forced Aligner output dir (phones tier) for frame labels.",
 )
+@bad_utterance_options
 @RECIPE_DIR
-def prep_librispeech(corpus: Path, sets: str, textgrids: Path | None, recipe_dir: Path) -> None:
+def prep_librispeech(
+    corpus: Path, sets: str, textgrids: Path | None, max_bad_fraction: float, strict: bool, recipe_dir: Path
+) -> None:
     """LibriSpeech (FLAC + trans.txt); labels from MFA TextGrids or later `prep kaldi`."""
     from snnasr.data.librispeech import prepare_librispeech
 
-    counts = prepare_librispeech(corpus, recipe_dir, sets=sets.split(","), textgrids=textgrids)
+    counts = prepare_librispeech(
+        corpus,
+        recipe_dir,
+        sets=sets.split(","),
+        textgrids=textgrids,
+        max_bad_fraction=max_bad_fraction,
+        strict=strict,
+    )
     _echo_counts("utterances", counts)
 
 
@@ -195,35 +212,52 @@ def prep_kaldi(data_dir: Path, ali_dir: Path, lang_dir: Path | None, targets: st
 
 @prep.command("yesno")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_yesno(corpus: Path, recipe_dir: Path) -> None:
+def prep_yesno(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Kaldi's yes/no corpus (a waves_yesno/ folder): train_yesno 31, test_yesno 29."""
     from snnasr.data.yesno import prepare_yesno
 
-    counts = prepare_yesno(corpus, recipe_dir)
+    counts = prepare_yesno(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
 @prep.command("fsdd")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
+def prep_fsdd(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Free Spoken Digit Dataset (recordings/): train 2400, dev 300, test 300; word labels."""
     from snnasr.data.fsdd import prepare_fsdd
 
-    counts = prepare_fsdd(corpus, recipe_dir)
+    counts = prepare_fsdd(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
 @cli.command()
-@click.option("--sets", default="train,dev,test", show_default=True, help="Comma-separated data sets.")
+@click.argument("data_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sets", default="train,dev,test", show_default=True, help="Comma-separated sets under -d (without DATA_DIRS)."
+)
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Write a repaired copy <dir>_fixed (bad utterances dropped and listed in its `dropped`, tables "
+    "sorted, spk2utt regenerated), as Kaldi's fix_data_dir.sh.",
+)
 @RECIPE_DIR
-def validate(sets: str, recipe_dir: Path) -> None:
-    """Check data dirs as Kaldi's validate_data_dir.sh does."""
-    from snnasr.data.datadir import validate_data_dir
+def validate(data_dirs: tuple[Path, ...], sets: str, fix: bool, recipe_dir: Path) -> None:
+    """Check data dirs (DATA_DIRS, or --sets under -d) as Kaldi's validate_data_dir.sh does."""
+    from snnasr.data.datadir import fix_data_dir, validate_data_dir
 
-    for name in sets.split(","):
-        _echo_counts(f"data/{name}", validate_data_dir(recipe_dir / "data" / name))
+    dirs = list(data_dirs) or [recipe_dir / "data" / name for name in sets.split(",")]
+    for d in dirs:
+        if fix:
+            out = d.with_name(d.name + "_fixed")
+            counts = fix_data_dir(d, out)
+            _echo_counts(f"wrote {out}", counts)
+        else:
+            _echo_counts(str(d), validate_data_dir(d))
 
 
 @cli.command()
@@ -253,7 +287,8 @@ def validate(sets: str, recipe_dir: Path) -> None:
     show_default=True,
     help="Kaldi dither (Kaldi's default is 1.0; 0 keeps features deterministic).",
 )
-@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers over utterances.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel workers.")
+@click.option("--force", is_flag=True, help="Recompute even when conf/features.yaml says the set is up to date.")
 @bad_utterance_options
 @click.option(
     "--config",
@@ -275,6 +310,7 @@ def features(
     cmvn: str,
     dither: float,
     jobs: int,
+    force: bool,
     max_bad_fraction: float,
     strict: bool,
     config_path: Path | None,
@@ -300,7 +336,7 @@ def features(
     opts = FeatureOptions.load(config_path, **given)
     for name in sets.split(","):
         counts = make_features(
-            recipe_dir / "data" / name, opts, jobs=jobs, max_bad_fraction=max_bad_fraction, strict=strict
+            recipe_dir / "data" / name, opts, jobs=jobs, max_bad_fraction=max_bad_fraction, strict=strict, force=force
         )
         _echo_counts(f"data/{name}", counts)
 
@@ -357,7 +393,21 @@ def train(
     help="official = the seed code's gated-SNN formula (its quirk included), for comparison.",
 )
 @click.option(
-    "--smooth", type=int, default=1, show_default=True, help="Majority filter over N frames before PER (1 = off)."
+    "--smooth",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Majority filter over N frames before collapse PER (1 = off).",
+)
+@click.option(
+    "--encoder-ops",
+    type=click.Choice(["counted", "free"]),
+    default="counted",
+    show_default=True,
+    help="counted = the SNNs' sigma-delta input encoder's own work is in the op count; free = as the seed.",
+)
+@click.option(
+    "--min-dur", type=int, default=3, show_default=True, help="Decoder: minimum phone duration in frames (>= 1)."
 )
 @RECIPE_DIR
 def eval_(
@@ -368,9 +418,11 @@ def eval_(
     device: str | None,
     ops_convention: str,
     smooth: int,
+    encoder_ops: str,
+    min_dur: int,
     recipe_dir: Path,
 ) -> None:
-    """Evaluate EXP (exp/<run>) on a set: accuracy, PER, % zeros, ops."""
+    """Evaluate EXP (exp/<run>) on a set: accuracy, decoded and collapse PER, % zeros, ops."""
     from snnasr.evaluate import run_evaluation
 
     run_evaluation(
@@ -382,6 +434,8 @@ def eval_(
         device=device,
         ops_convention=ops_convention,
         smooth_window=smooth,
+        encoder_ops=encoder_ops,
+        min_dur=min_dur,
     )
 
 
@@ -399,16 +453,43 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 
 
 @cli.command()
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
-@click.option("--hidden", type=int, default=550, show_default=True)
-@click.option("--batch", type=int, default=32, show_default=True)
-@click.option("--steps", type=int, default=200, show_default=True, help="Sequence length in frames.")
-@click.option("--repeats", type=int, default=3, show_default=True)
-def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int) -> None:
-    """Training throughput of each architecture, side by side, as ratios to nn.LSTM."""
+@click.option("--archs", default=None, help="Comma-separated variants (default: all; lstm is always run).")
+@click.option("--hidden", type=click.IntRange(min=1), default=550, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=800, show_default=True, help="Sequence length.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
+@click.option("--backend", "backends", default="fused,eager", show_default=True, help="Scan backends of the SNNs.")
+@click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(
+    archs: str | None,
+    hidden: int,
+    layers: int,
+    frames: int,
+    batch: int,
+    device: str | None,
+    backends: str,
+    padded: bool,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
     from snnasr.bench import run_bench
 
-    run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
+    run_bench(
+        archs=[a for a in archs.split(",") if a] if archs else None,
+        hidden=hidden,
+        layers=layers,
+        frames=frames,
+        batch=batch,
+        device=device,
+        backends=[b for b in backends.split(",") if b],
+        padded=padded,
+        repeats=repeats,
+        as_json=as_json,
+    )
 
 
 def _stage_name(argv: list[str]) -> str:
@@ -419,9 +500,62 @@ def _stage_name(argv: list[str]) -> str:
     return " ".join(words) or "snnasr"
 
 
+# What to do about an OSError, by errno (the message names the file and the error already).
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space and re-run (completed outputs are kept, nothing half-written is)",
+    errno.EDQUOT: "the disk quota is exceeded: free space and re-run",
+    errno.EROFS: "the file system is read-only: choose a writable recipe dir with -d",
+    errno.EACCES: "permission denied: check the owner and mode of the path, or choose another -d",
+    errno.EPERM: "operation not permitted: check the owner and mode of the path, or choose another -d",
+    errno.ENOTDIR: "a component of the path is a file, not a directory: check the -d and path arguments",
+    errno.EISDIR: "the path is a directory where a file was expected: check the arguments",
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.EIO: "input/output error: the disk or network file system failed; check it and re-run",
+}
+
+
+def _one_line(e: BaseException) -> str:
+    """The one-line message of an error the library did not turn into a SnnasrError itself."""
+    if isinstance(e, OSError):
+        what = e.strerror or str(e)
+        where = ", ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "?"
+        return f"{where}: {what}; {_OS_HINTS.get(e.errno, 'check the path and re-run')}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8 (re-run with --debug to see which)"
+    if isinstance(e, EOFError):
+        return "a file ended early (truncated or empty); re-run with --debug to see which, then restore or re-make it"
+    return (
+        f"internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else '(no message)'}; "
+        f"re-run with --debug for the traceback and report it"
+    )
+
+
 def main() -> None:
+    """Run the CLI; every error is one line ``snnasr <stage>: ...`` and exit code 1 (``--debug``: traceback)."""
+    stage = _stage_name([a for a in sys.argv[1:] if a != "--debug"])
     try:
-        cli.main(prog_name="snnasr")
+        code = cli.main(prog_name="snnasr", standalone_mode=False)
+    except click.ClickException as e:  # usage errors: bad option values, missing arguments
+        if DEBUG:
+            raise
+        click.echo(f"snnasr {stage}: {e.format_message().rstrip('.')}; see snnasr {stage} --help", err=True)
+        sys.exit(e.exit_code)
+    except click.Abort as e:  # click turns Ctrl-C and EOFError into Abort
+        if isinstance(e.__cause__, EOFError) and not DEBUG:
+            click.echo(f"snnasr {stage}: {_one_line(e.__cause__)}", err=True)
+            sys.exit(1)
+        click.echo(f"snnasr {stage}: aborted", err=True)
+        sys.exit(130)
     except SnnasrError as e:
-        click.echo(f"snnasr {_stage_name(sys.argv[1:])}: {e}", err=True)
+        if DEBUG:
+            raise
+        click.echo(f"snnasr {stage}: {e}", err=True)
         sys.exit(1)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        if DEBUG:
+            raise
+        click.echo(f"snnasr {stage}: {_one_line(e)}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

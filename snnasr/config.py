@@ -30,6 +30,7 @@ INPUT_ENCODINGS = ("sigma-delta", "none")
 READOUTS = ("linear", "integrator")
 TASKS = ("frame", "utterance")
 POOLS = ("last", "mean", "max", "softmax-sum")
+SCAN_BACKENDS = ("auto", "fused", "eager")
 
 
 @dataclass
@@ -85,6 +86,12 @@ class MultiBitConfig(ModelConfig):
     input_encoding: str = "sigma-delta"
     input_n_bits: int = 6
     input_threshold: int = 3
+    # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
+    # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
+    # tbptt > 0 truncates backpropagation through time every that many frames.
+    scan_backend: str = "auto"
+    time_chunk: int = 0
+    tbptt: int = 0
 
     def check(self) -> None:
         super().check()
@@ -100,6 +107,10 @@ class MultiBitConfig(ModelConfig):
                 raise ConfigError(
                     f"model.{name}={v}: dead zone must be >= 0 and leave at least one level below 2^(n_bits-1)-1"
                 )
+        _choice("model.scan_backend", self.scan_backend, SCAN_BACKENDS)
+        for name in ("time_chunk", "tbptt"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if not 0.0 < self.ema_momentum <= 1.0:
             raise ConfigError(
                 f"model.ema_momentum={self.ema_momentum}: must be in (0, 1] (weight of the newest range estimate)"
@@ -121,6 +132,10 @@ LEGACY_MODEL_KEYS = frozenset(
         "input_threshold",
         "recurrent",
         "lif_decay_init",
+        "lif_decay_init_max",
+        "scan_backend",
+        "time_chunk",
+        "tbptt",
     }
 )
 
@@ -153,25 +168,46 @@ class UtteranceConfig:
 class TrainConfig:
     epochs: int = 24
     lr: float = 1e-3
-    # Minibatches hold at most this many frames (padding included), from length-sorted buckets.
-    batch_frames: int = 32000
+    # Minibatches of length-sorted pieces close at either limit (null = no limit, not both null):
+    # batch_size sequences (the seed: 64) or batch_frames padded frames (a memory budget).
+    batch_size: int | None = 64
+    batch_frames: int | None = None
     # "<max_len>*<epochs>|...": utterances longer than max_len are cut into pieces.
     curriculum: str = "100*5|200*4|400*4|800*4|1000*7"
+    # New-bob (seed): halve lr (not below lr_floor) once the relative dev frame-error improvement
+    # has stayed below newbob_threshold for more than newbob_patience consecutive epochs.
     newbob_threshold: float = 0.005
+    newbob_patience: int = 1
     lr_floor: float = 1.25e-4
     grad_clip: float = 0.0
+    # Spike-activity regulariser: loss += activity_reg * mean |output| of each hidden layer (0 = off).
+    activity_reg: float = 0.0
     eval_max_len: int = 1000
     # Minibatches between progress-bar updates (each update syncs the device once).
     log_every: int = 50
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     max_nonfinite_steps: int = 10
+    # Also checkpoint every this many minibatches inside an epoch (0 = only at epoch ends).
+    checkpoint_every: int = 0
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
-        _positive("train.batch_frames", self.batch_frames)
+        if self.batch_size is None and self.batch_frames is None:
+            raise ConfigError(
+                "train.batch_size and train.batch_frames are both null; set one (the seed: batch_size 64)"
+            )
+        for name in ("batch_size", "batch_frames"):
+            if getattr(self, name) is not None:
+                _positive(f"train.{name}", getattr(self, name))
+        if self.newbob_patience < 0:
+            raise ConfigError(
+                f"train.newbob_patience={self.newbob_patience}: must be >= 0 (0 = halve on the first stall)"
+            )
         _positive("train.log_every", self.log_every)
         _positive("train.eval_max_len", self.eval_max_len)  # 0 would cut dev utterances forever
         _positive("train.max_nonfinite_steps", self.max_nonfinite_steps)
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"train.checkpoint_every={self.checkpoint_every}: must be >= 0 (0 = at epoch ends only)")
         _finite_positive("train.lr", self.lr)
         _finite_positive("train.lr_floor", self.lr_floor)
         if self.lr_floor > self.lr:
@@ -180,6 +216,8 @@ class TrainConfig:
             raise ConfigError(f"train.newbob_threshold={self.newbob_threshold}: must be in [0, 1)")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError(f"train.grad_clip={self.grad_clip}: must be >= 0 (0 = no clipping)")
+        if self.activity_reg < 0:
+            raise ConfigError(f"train.activity_reg={self.activity_reg}: must be >= 0 (0 = off)")
         parse_curriculum(self.curriculum)
 
 
@@ -277,7 +315,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 def _update(obj: Any, values: dict, prefix: str) -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(type(obj))
     known = {f.name for f in fields(obj)}
     for key, value in values.items():
@@ -303,7 +341,15 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} was given a value earlier, it is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({reason}); quote it as text, e.g. {key}='\"{raw}\"'"
+            ) from None
     return tree
 
 

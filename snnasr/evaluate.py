@@ -8,8 +8,11 @@ paper-style table on stdout.
 Whole utterances are evaluated (no cutting), batched with right padding and a mask: padded
 frames enter no count (accuracy, PER, zeros, ops).  Scores are given at every label level the
 training level folds into (TIMIT phone48 -> phone48, phone39; Kaldi pdf -> pdf, phone), each
-named; PER is scored at the recipe's score level (``data/lang/labels.yaml``) with the frame
-posteriors' argmax turned into phone sequences by :func:`snnasr.metrics.phone_sequence`.
+named.  PER is scored at the recipe's score level (``data/lang/labels.yaml``), silence dropped,
+two ways: the reported PER decodes the posteriors with the hybrid phone-loop decoder of
+:mod:`snnasr.decode` (priors, durations and bigram LM from the training set's labels; acoustic
+scale and LM weight chosen on the dev set), and the "collapse PER" beside it turns the frame
+argmax into phone sequences by :func:`snnasr.metrics.phone_sequence` (every flicker an insertion).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from snnasr import decode as decodemod
 from snnasr import ops as opsmod
 from snnasr.io import ConfigError, DataError, write_text
 from snnasr.lang import Lang, load_lang
-from snnasr.metrics import EditCounts, edit_distance, frame_accuracy, phone_sequence
+from snnasr.metrics import EditCounts, collapse, edit_distance, frame_accuracy, phone_sequence
 from snnasr.ops import ActivationStats, count_ops
 
 DEFAULT_BATCH_FRAMES = 20000
@@ -72,7 +76,7 @@ def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: 
 
 def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: Any) -> dict:
     """The set's data fingerprint; DataError when its features or labels are not the model's."""
-    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes
+    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes, training_options
 
     fingerprint = data_fingerprint(data)
     if saved is None:
@@ -82,7 +86,7 @@ def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: A
     if changes:
         raise DataError(
             f"{data_dir}: not the features/labels {exp_dir.name} was trained on ({'; '.join(changes)}); "
-            f"recompute them with the options in data/{saved['train'].get('set')}/conf/features.yaml, or re-train"
+            f"recompute them (snnasr features) with {training_options(saved['train'], fingerprint)}, or re-train"
         )
     return fingerprint
 
@@ -145,6 +149,104 @@ def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.
     return x, mask
 
 
+def _forward(model: torch.nn.Module, feats: list[torch.Tensor], batch_frames: int, desc: str, on_batch: Any) -> None:
+    """Run ``model`` over whole utterances batched by length; ``on_batch(idx, x, mask, out)`` per batch."""
+    from snnasr.batching import plan_batches
+
+    dev = next(model.parameters()).device
+    model.eval()
+    lengths = [x.shape[0] for x in feats]
+    # Whole utterances (max_len = the longest: no cutting), shortest first, frame budget per batch.
+    batches = [[u for u, _, _ in b] for b in plan_batches(lengths, max(lengths), batch_frames)]
+    with torch.no_grad():
+        for idx in tqdm(batches, desc=desc, unit="batch", disable=not sys.stderr.isatty()):
+            x, mask = pad_batch([feats[i].float() for i in idx])
+            x, mask = x.to(dev), mask.to(dev)
+            on_batch(idx, x, mask, model(x, mask))
+
+
+def _set_labels(recipe_dir: Path, set_name: str, level: str, score: str, fold: np.ndarray) -> dict[str, np.ndarray]:
+    """Score-level frame labels of a set (its own file where present, else folded from ``level``)."""
+    from snnasr.kaldi.ark import read_vec_int_scp
+
+    data_dir = recipe_dir / "data" / set_name
+    scp = data_dir / f"labels_{level}.scp"
+    if not scp.is_file():
+        raise DataError(
+            f"{scp}: the decoder estimates its priors, durations and phone LM from the training labels; "
+            f"run snnasr features for set {set_name} (or set data.train_set)"
+        )
+    own = {u: np.asarray(y, dtype=np.int64) for u, y in read_vec_int_scp(scp)}
+    return _references(data_dir, own, level, score, fold)
+
+
+def _decoded_per(
+    model: torch.nn.Module,
+    cfg: Any,
+    lang: Lang,
+    recipe_dir: Path,
+    set_name: str,
+    level: str,
+    score: str,
+    folds: dict[str, np.ndarray],
+    fold: torch.Tensor,
+    log_posts: list[torch.Tensor],
+    refs: dict[str, np.ndarray],
+    batch_frames: int,
+    min_dur: int,
+) -> dict[str, Any]:
+    """Decoded PER of this set: decoder estimated on the training set, tuned on the dev set."""
+    train = _set_labels(recipe_dir, cfg.data.train_set, level, score, folds[score])
+    loop = decodemod.PhoneLoop.estimate(list(train.values()), lang.num_classes(score), min_dur)
+    silence = lang.silence_ids(score)
+
+    def ref_seq(y: np.ndarray) -> list[int]:
+        return collapse(y[y >= 0])
+
+    dev_name = cfg.data.dev_set
+    if dev_name == set_name:
+        dev_posts, dev_refs = log_posts, [ref_seq(y) for y in refs.values()]
+    else:
+        from snnasr.dataset import UtteranceDataset
+
+        dev_dir = recipe_dir / "data" / dev_name
+        _check_features(dev_dir, dev_name)
+        dev_data = UtteranceDataset(
+            dev_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, lang_dir=lang.dir
+        )
+        dev_items = [dev_data[i] for i in range(len(dev_data))]
+        dev_labels = _references(
+            dev_dir, {u: y.numpy().astype(np.int64) for u, _, y in dev_items}, level, score, folds[score]
+        )
+        dev_posts = [torch.empty(0)] * len(dev_items)
+
+        def keep(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+            post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
+            for b, i in enumerate(idx):
+                dev_posts[i] = post[: dev_items[i][1].shape[0], b]
+
+        _forward(model, [x for _, x, _ in dev_items], batch_frames, f"decode {dev_name}", keep)
+        dev_refs = [ref_seq(dev_labels[u]) for u, _, _ in dev_items]
+    acwt, lmw, dev_per = decodemod.tune(loop, dev_posts, dev_refs, silence)
+    hyps = loop.decode(log_posts, acwt, lmw)
+    edits = decodemod.score([ref_seq(y) for y in refs.values()], hyps, silence)
+    return {
+        "level": score,
+        "per": edits.rate,
+        "substitutions": edits.substitutions,
+        "deletions": edits.deletions,
+        "insertions": edits.insertions,
+        "ref_phones": edits.ref_length,
+        "decoder": "phone loop + bigram LM (snnasr.decode)",
+        "min_dur": min_dur,
+        "acwt": acwt,
+        "lm_weight": lmw,
+        "tuned_on": dev_name,
+        "dev_per": dev_per,
+        "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
+    }
+
+
 def config_key(cfg_dict: dict) -> str:
     """Hash of a run's config without its seed: runs sharing it are repeats (mean +- sd)."""
     rest = {k: v for k, v in cfg_dict.items() if k != "seed"}
@@ -159,20 +261,25 @@ def run_evaluation(
     energy: str = "45nm-fp32",
     device: str | None = None,
     ops_convention: str = "honest",
+    encoder_ops: str = "counted",
     smooth_window: int = 1,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
+    min_dur: int = 3,
 ) -> dict[str, Any]:
     """Evaluate ``exp`` on ``data/<set_name>``; write and return the results dict.
 
     ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame decisions before
-    PER.  Raises DataError (one line) for a run without model.pt, a set without features or
+    the collapse PER; ``min_dur`` the decoder's minimum phone duration in frames.  Raises DataError (one line) for a run without model.pt, a set without features or
     labels, or a set whose labels differ from the model's.
     """
     recipe_dir = Path(recipe_dir)
     opsmod.check_convention(ops_convention)
+    opsmod.encoder_ops(0, 0, encoder_ops)  # validates the encoder convention before any work
     opsmod.energy_pj(0.0, 0.0, energy)  # validates the preset name before any work
     if smooth_window < 1 or smooth_window % 2 == 0:
         raise ConfigError(f"smoothing window {smooth_window}: must be an odd number of frames (1 = off)")
+    if min_dur < 1:
+        raise ConfigError(f"minimum duration {min_dur}: must be at least 1 frame")
     exp_dir = resolve_exp(exp, recipe_dir)
     data_dir = recipe_dir / "data" / set_name
     _check_features(data_dir, set_name)
@@ -217,15 +324,40 @@ def run_evaluation(
     items = [data[i] for i in range(len(data))]
     if not items:
         raise DataError(f"{data_dir}: no utterances to evaluate")
+    specs = model.layer_specs()
+    stats = ActivationStats(len(specs))
+    directions = [s.directions for s in specs]
+
+    def add_stats(x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        stats.update(
+            x,
+            mask,
+            out.layer_inputs,
+            out.layer_outputs,
+            step_mask=out.step_mask,
+            readout_input=out.readout_input,
+            directions=directions,
+        )
+
     if utterance:
         from snnasr.train import utterance_task
 
-        scorer: _Scorer = _UtteranceScorer(utterance_task(cfg), data.classes, items)
+        scores = _score_utterances(model, utterance_task(cfg), items, data.classes, batch_frames, set_name, add_stats)
     else:
-        scorer = _FrameScorer(data_dir, lang, level, items, smooth_window)
-    specs = model.layer_specs()
-    stats = _forward_all(model, items, specs, batch_frames, set_name, scorer)
-
+        scores = _score_frames(
+            model,
+            cfg,
+            lang,
+            recipe_dir,
+            data_dir,
+            set_name,
+            level,
+            items,
+            batch_frames,
+            smooth_window,
+            min_dur,
+            add_stats,
+        )
     from snnasr.models.registry import arch_label
 
     cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
@@ -241,7 +373,7 @@ def run_evaluation(
         "label_level": level,
         "utterances": len(items),
         "frames": stats.frames,
-        **scorer.results(),
+        **scores,
         "zero_frac": stats.zero_fraction(),
         "params": params,
         "params_lstm_ref": lstm_params,
@@ -255,11 +387,21 @@ def run_evaluation(
         "trained_on": (meta.get("data") or {}).get("train"),
     }
     out_dir = exp_dir / f"eval_{set_name}"
-    suffix = "" if ops_convention == "honest" else f"_{ops_convention}"
+    suffix = ("" if ops_convention == "honest" else f"_{ops_convention}") + (
+        "" if encoder_ops == "counted" else f"_encoder-{encoder_ops}"
+    )
     results["results_file"] = f"results{suffix}.json"
     if report_ops:
+        enc_width = int(meta["n_in"]) if getattr(model, "encoder", None) is not None else 0
         details = count_ops(
-            stats, specs, n_out, ops_convention, energy, readout_elementwise=model.readout.elementwise_ops
+            stats,
+            specs,
+            n_out,
+            ops_convention,
+            energy,
+            enc_width,
+            encoder_ops,
+            readout_elementwise=model.readout.elementwise_ops,
         )
         results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
         for kind in ("lstm", "gru"):
@@ -276,125 +418,107 @@ def run_evaluation(
     return results
 
 
-class _Scorer:
-    """Scores one batch's outputs; ``results()`` gives the task's fields of results.json."""
+def _score_frames(
+    model: torch.nn.Module,
+    cfg: Any,
+    lang: Lang,
+    recipe_dir: Path,
+    data_dir: Path,
+    set_name: str,
+    level: str,
+    items: list,
+    batch_frames: int,
+    smooth_window: int,
+    min_dur: int,
+    add_stats: Any,
+) -> dict[str, Any]:
+    """``task: frame``: frame accuracy at every level the training level folds into, decoded and
+    collapse PER at the score level."""
+    folds = level_folds(lang, level)
+    levels = list(folds)
+    score = lang.score if lang.score in folds else level
+    train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
+    refs = {lv: _references(data_dir, train_labels, level, lv, folds[lv]) for lv in levels}
+    silence = lang.silence_ids(score)
 
-    def add(self, idx: list[int], logits: torch.Tensor, mask: torch.Tensor) -> None:
-        raise NotImplementedError
+    acc = {lv: [0, 0] for lv in levels}
+    edits = EditCounts()
+    n_score = lang.num_classes(score)
+    fold = decodemod.fold_matrix(folds[score], n_score)
+    log_posts: list[torch.Tensor] = [torch.empty(0)] * len(items)
 
-    def results(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class _FrameScorer(_Scorer):
-    """Frame accuracy at every level the training level folds into, and PER at the score level."""
-
-    def __init__(self, data_dir: Path, lang: Lang, level: str, items: list, smooth_window: int) -> None:
-        self.folds = level_folds(lang, level)
-        self.levels = list(self.folds)
-        self.score = lang.score if lang.score in self.folds else level
-        train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
-        self.refs = {lv: _references(data_dir, train_labels, level, lv, self.folds[lv]) for lv in self.levels}
-        self.silence = lang.silence_ids(self.score)
-        self.silence_symbols = [s for s in lang.silence if s in lang.index(self.score)]
-        self.items, self.smooth_window = items, smooth_window
-        self.acc = {lv: [0, 0] for lv in self.levels}
-        self.edits = EditCounts()
-
-    def add(self, idx: list[int], logits: torch.Tensor, mask: torch.Tensor) -> None:
-        folds, refs, score = self.folds, self.refs, self.score
-        pred = logits.argmax(-1).cpu().numpy()
+    def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        nonlocal edits
+        add_stats(x, mask, out)
+        pred = out.logits.argmax(-1).cpu().numpy()
+        post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
         for b, i in enumerate(idx):
-            uttid, feats, _ = self.items[i]
+            uttid, feats, _ = items[i]
+            log_posts[i] = post[: feats.shape[0], b]
             p = pred[: feats.shape[0], b]
-            for lv in self.levels:
+            for lv in levels:
                 c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
-                self.acc[lv][0] += c
-                self.acc[lv][1] += n
-            hyp = phone_sequence(p, folds[score], self.silence, self.smooth_window)
-            ref = phone_sequence(refs[score][uttid], None, self.silence)
-            self.edits = self.edits + edit_distance(ref, hyp)
+                acc[lv][0] += c
+                acc[lv][1] += n
+            hyp = phone_sequence(p, folds[score], silence, smooth_window)
+            ref = phone_sequence(refs[score][uttid], None, silence)
+            edits = edits + edit_distance(ref, hyp)
 
-    def results(self) -> dict[str, Any]:
-        acc, score, edits = self.acc, self.score, self.edits
-        return {
-            "score_level": score,
-            "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
-            "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
-            "per": {
-                "level": score,
-                "per": edits.rate,
-                "substitutions": edits.substitutions,
-                "deletions": edits.deletions,
-                "insertions": edits.insertions,
-                "ref_phones": edits.ref_length,
-                "smooth_window": self.smooth_window,
-                "silence_dropped": self.silence_symbols,
-            },
-        }
+    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    decoded = _decoded_per(
+        model, cfg, lang, recipe_dir, set_name, level, score, folds, fold, log_posts, refs[score], batch_frames, min_dur
+    )
 
-
-class _UtteranceScorer(_Scorer):
-    """Accuracy per utterance and the confusion matrix (``task: utterance``)."""
-
-    def __init__(self, task: Any, classes: list[str], items: list) -> None:
-        self.task, self.classes, self.items = task, classes, items
-        self.refs: list[int] = []
-        self.hyps: list[int] = []
-
-    def add(self, idx: list[int], logits: torch.Tensor, mask: torch.Tensor) -> None:
-        self.hyps += self.task.scores(logits, mask).argmax(-1).tolist()
-        self.refs += [int(self.items[i][2][0]) for i in idx]
-
-    def results(self) -> dict[str, Any]:
-        from snnasr.utterance import confusion_matrix
-
-        matrix = confusion_matrix(self.refs, self.hyps, len(self.classes))
-        correct, total = int(np.trace(matrix)), int(matrix.sum())
-        per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
-        return {
-            "score_level": None,
-            "utterance_accuracy": correct / total if total else float("nan"),
-            "accuracy": {"utterance": correct / total if total else float("nan")},
-            "frame_accuracy": None,
-            "pool": {"pool": self.task.pool, "burn_in": self.task.burn_in},
-            "confusion": {
-                "classes": self.classes,
-                "matrix": matrix.tolist(),
-                "rows": "reference",
-                "per_class_accuracy": dict(zip(self.classes, per_class.tolist())),
-            },
-        }
+    return {
+        "score_level": score,
+        "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
+        "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
+        "per": decoded,
+        "collapse_per": {
+            "level": score,
+            "per": edits.rate,
+            "substitutions": edits.substitutions,
+            "deletions": edits.deletions,
+            "insertions": edits.insertions,
+            "ref_phones": edits.ref_length,
+            "smooth_window": smooth_window,
+            "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
+        },
+    }
 
 
-def _forward_all(
-    model: torch.nn.Module, items: list, specs: list, batch_frames: int, set_name: str, scorer: _Scorer
-) -> ActivationStats:
-    """Run ``model`` over whole utterances in length-sorted batches; score and collect activations."""
-    from snnasr.batching import plan_batches
+def _score_utterances(
+    model: torch.nn.Module, task: Any, items: list, classes: list[str], batch_frames: int, set_name: str, add_stats: Any
+) -> dict[str, Any]:
+    """``task: utterance``: accuracy per utterance of the pooled readout and the confusion matrix."""
+    from snnasr.utterance import confusion_matrix
 
-    lengths = [x.shape[0] for _, x, _ in items]
-    # Whole utterances (max_len = the longest: no cutting), shortest first, frame budget per batch.
-    batches = [[u for u, _, _ in b] for b in plan_batches(lengths, max(lengths), batch_frames)]
-    stats = ActivationStats(len(specs))
-    dev = next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        for idx in tqdm(batches, desc=f"eval {set_name}", unit="batch", disable=not sys.stderr.isatty()):
-            x, mask = pad_batch([items[i][1].float() for i in idx])
-            x, mask = x.to(dev), mask.to(dev)
-            out = model(x, mask)
-            stats.update(
-                x,
-                mask,
-                out.layer_inputs,
-                out.layer_outputs,
-                step_mask=out.step_mask,
-                readout_input=out.readout_input,
-                directions=[s.directions for s in specs],
-            )
-            scorer.add(idx, out.logits, mask)
-    return stats
+    refs: list[int] = []
+    hyps: list[int] = []
+
+    def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        add_stats(x, mask, out)
+        hyps.extend(task.scores(out.logits, mask).argmax(-1).tolist())
+        refs.extend(int(items[i][2][0]) for i in idx)
+
+    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    matrix = confusion_matrix(refs, hyps, len(classes))
+    correct, total = int(np.trace(matrix)), int(matrix.sum())
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+    accuracy = correct / total if total else float("nan")
+    return {
+        "score_level": None,
+        "utterance_accuracy": accuracy,
+        "accuracy": {"utterance": accuracy},
+        "frame_accuracy": None,
+        "pool": {"pool": task.pool, "burn_in": task.burn_in},
+        "confusion": {
+            "classes": classes,
+            "matrix": matrix.tolist(),
+            "rows": "reference",
+            "per_class_accuracy": dict(zip(classes, per_class.tolist())),
+        },
+    }
 
 
 def _print_summary(results: dict[str, Any]) -> None:
@@ -442,11 +566,13 @@ def _print_summary(results: dict[str, Any]) -> None:
         )
         click.echo(_confusion_text(conf["classes"], conf["matrix"]))
     else:
-        per = results["per"]
+        per, cper = results["per"], results["collapse_per"]
         acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
         click.echo(
-            f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
-            f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})"
+            f"frame accuracy (silence frames included): {acc}; decoded PER ({per['level']}): {100 * per['per']:.2f}% "
+            f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']}; "
+            f"acwt {per['acwt']}, LM weight {per['lm_weight']}, min. duration {per['min_dur']} frames, "
+            f"tuned on {per['tuned_on']}: {100 * per['dev_per']:.2f}%); collapse PER: {100 * cper['per']:.2f}%"
         )
     zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")

@@ -10,8 +10,16 @@ optional ``phone_segments`` with ``data/lang/``.  Outputs, in this order:
                        utterance (``utt``); absent for ``none``
 ``frame_shift``        seconds, as Kaldi's ``make_mfcc.sh`` writes it
 ``labels_<L>.ark/.scp`` one class id per frame for every lang level (only with phone_segments)
-``conf/features.yaml`` options, their hash, input fingerprints, sample rate, framing, dim;
-                       written LAST, so its presence with a matching hash means "done"
+``conf/features.yaml`` options, their hash, input fingerprints, sample rate, framing, dim,
+                       the utterances dropped; written LAST, so its presence with a matching
+                       hash means "done" (``--force`` redoes the set anyway)
+``dropped``            bad utterances left out of every output, with why (:mod:`snnasr.data.drops`)
+
+Phone segments are fitted to the audio first (:func:`snnasr.labels.fit_to_audio`: unlabelled
+edges next to ``h#``/``sil`` up to 0.5 s are that silence), so labels and features always have
+the same frame count; ``length_tolerance`` is the tolerance training applies to label files
+made elsewhere (Kaldi alignments).  An utterance whose audio or segments are bad is dropped,
+not fatal, up to ``max_bad_fraction`` of the set.
 
 Extraction goes through ``torchaudio.compliance.kaldi`` with Kaldi's defaults (25 ms window,
 10 ms shift, povey window, pre-emphasis 0.97, snip_edges) except dither: Kaldi uses 1.0, here
@@ -44,7 +52,7 @@ from snnasr.audio import audio_info, read_audio, wav_path
 from snnasr.config import read_yaml_mapping
 from snnasr.data.datadir import read_segments, read_table, sort_key, validate_data_dir, write_table
 from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, BadUtterances
-from snnasr.io import ConfigError, DataError, write_text
+from snnasr.io import ConfigError, DataError, remove_stale_temporaries, write_text
 from snnasr.kaldi.ark import write_mat_ark_scp
 from snnasr.lang import Lang, load_lang
 
@@ -482,9 +490,11 @@ def make_features(
     jobs: int = 1,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     strict: bool = False,
+    force: bool = False,
 ) -> dict[str, int]:
     """Run the features stage for one data dir; skip it when ``conf/features.yaml`` is current.
 
+    ``force`` recomputes everything even then.
     Returns counts for the CLI: utterances (kept), dropped, frames, dim, labelled utterances.
     A bad utterance (unreadable, empty, too short or non-finite audio, bad phone segments,
     segments that do not fit the audio beyond edge silence, see :func:`snnasr.labels.fit_to_audio`)
@@ -497,6 +507,9 @@ def make_features(
         raise ConfigError(f"jobs={jobs}: must be at least 1")
     data_dir = Path(data_dir)
     validate_data_dir(data_dir)
+    stale = remove_stale_temporaries(data_dir, data_dir / STATE_FILE.parent)
+    if stale:
+        _warn(f"{data_dir}: removed {stale} temporary files left by an interrupted run")
     wav = read_table(data_dir / "wav.scp")
     utt2spk = read_table(data_dir / "utt2spk")
     utts = list(wav)
@@ -520,7 +533,8 @@ def make_features(
     dropped_before = state.get("dropped") or {}
     kept_before = [u for u in utts if u not in dropped_before]
     if (
-        labels_inputs_same
+        not force
+        and labels_inputs_same
         and _features_complete(data_dir, kept_before, opts)
         and all(
             len(_scp_keys(data_dir / f"labels_{lv}.scp") or []) == state.get("labelled", 0)
@@ -546,7 +560,7 @@ def make_features(
     # Utterances the previous run dropped while extracting (e.g. NaN samples) stay dropped.
     failed_before = state.get("extraction_dropped") or {} if features_inputs_same else {}
     kept = [u for u in utts if u not in bad and u not in failed_before]
-    if features_inputs_same and _features_complete(data_dir, kept, opts):
+    if not force and features_inputs_same and _features_complete(data_dir, kept, opts):
         print(f"{data_dir}: features up to date, redoing the labels only", file=sys.stderr)
         for utt, why in failed_before.items():
             bad.drop(utt, why)

@@ -14,6 +14,12 @@ proposed v1        2*nnz_in*H + 8H                       2*nnz_in*H + 2*nnz_in*H
 readout (C cls)    nnz_in*C                              same
 =================  ====================================  =====================================
 
+Sigma-delta input encoder (SNNs with ``input_encoding: sigma-delta``): per feature and frame it
+accumulates the residual, quantises (one scaling multiply) and subtracts what it emitted,
+``ENCODER_OPS`` = 3 element-wise MACs per feature.  Counting it is the honest default (the SNN's
+first layer then sees sparse spikes, while the LSTM reference sees the dense features, and the
+conversion is not free); ``encoder: free`` leaves it out, as the seed's counters do.
+
 The official code's second gated-SNN term was meant to count the recurrent weights but reads
 the *input's* non-zeros at the same frame, for v1 (which has no recurrent weights) too; the
 honest count uses the layer's own previous output, and nothing for v1.
@@ -82,6 +88,9 @@ class OpSpec:
 
 
 RECURRENT_KINDS = ("none", "dense", "sparse", "self")
+
+ENCODER_OPS = 3  # residual accumulate, quantiser scale, subtract emitted: per feature and frame
+ENCODER_CONVENTIONS = ("counted", "free")
 
 
 class LayerSpecLike(Protocol):
@@ -169,6 +178,14 @@ def layer_ops(
         ac += rec
     mac = synaptic + rec + elementwise - ac
     return LayerOps(float(synaptic), float(rec), float(elementwise), float(mac), float(ac))
+
+
+def encoder_ops(n_features: int, frames: int, encoder: str = "counted") -> LayerOps:
+    """The sigma-delta encoder's own work over ``frames`` frames (element-wise MACs); 0 when ``free``."""
+    if encoder not in ENCODER_CONVENTIONS:
+        raise ConfigError(f"encoder ops {encoder!r}: choose one of {', '.join(ENCODER_CONVENTIONS)}")
+    ew = float(ENCODER_OPS * n_features * frames) if encoder == "counted" else 0.0
+    return LayerOps(0.0, 0.0, ew, ew, 0.0)
 
 
 def readout_ops(
@@ -344,18 +361,23 @@ def count_ops(
     n_out: int,
     convention: str = "honest",
     energy: str = "45nm-fp32",
+    encoder_features: int = 0,
+    encoder: str = "counted",
     readout_elementwise: int = 0,
 ) -> dict[str, Any]:
-    """Per-frame ops of the model (per layer + readout) and of analytic LSTM/GRU references.
+    """Per-frame ops of the model (encoder + layers + readout) and of analytic LSTM/GRU references.
 
-    Layers are counted over valid simulation steps (all k steps of a frame), the readout over
-    valid frames (``readout_elementwise`` state updates per class and frame); every figure is
-    then divided by the valid frames.  Raises ConfigError for an unregistered layer kind.
+    ``encoder_features`` is the width of the model's sigma-delta input encoder (0 = none);
+    ``encoder`` says whether its work counts (:func:`encoder_ops`).  Layers (and the encoder)
+    are counted over valid simulation steps (all k steps of a frame), the readout over valid
+    frames (``readout_elementwise`` state updates per class and frame); every figure is then
+    divided by the valid frames.  Raises ConfigError for an unregistered layer kind.
     """
     frames = stats.frames
     steps = stats.steps or frames
     layers = []
-    mac = ac = total = 0.0
+    enc = encoder_ops(encoder_features, steps, encoder)
+    mac, ac, total = enc.mac, enc.ac, enc.total
     for i, spec in enumerate(specs):
         in_bin = is_binary(stats.range_in[i])
         out_bin = is_binary(stats.range_out[i])
@@ -392,7 +414,7 @@ def count_ops(
     ro = readout_ops(n_out, stats.nnz_readout, input_binary=ro_bin, elementwise=readout_elementwise, frames=frames)
     readout = {"n_out": n_out, "input_binary": ro_bin, **ro.per_frame(frames)}
     mac, ac, total = mac + ro.mac, ac + ro.ac, total + ro.total
-    refs = {}
+    refs: dict[str, dict[str, Any]] = {}
     for kind in ("lstm", "gru"):
         ref_layers, ref_ro = dense_reference(kind, specs, n_out, stats.nnz_features, frames)
         ref_total = sum(lo.total for lo in ref_layers) + ref_ro.total
@@ -405,6 +427,8 @@ def count_ops(
         }
     return {
         "convention": convention,
+        "encoder": encoder if encoder_features else "none",
+        "encoder_per_frame": enc.total / frames,
         "frames": frames,
         "steps_per_frame": steps / frames if frames else 1.0,
         "mac_per_frame": mac / frames,

@@ -154,3 +154,13 @@ def test_backward_direction_counts_the_next_step_as_previous():
     out, mask = _acts()
     # utt0: t=0 sees t=1 (2), t=1 sees t=2 (0); utt1: t=0 sees t=1 (1); the last valid frames see nothing.
     assert ops.next_nnz_total(out, mask) == 2 + 0 + 1
+
+
+def test_encoder_work_is_counted_by_default_and_free_on_request():
+    from snnasr.ops import ENCODER_OPS, encoder_ops
+
+    counted = encoder_ops(40, 10)
+    assert counted.total == counted.mac == ENCODER_OPS * 40 * 10 and counted.ac == 0
+    assert encoder_ops(40, 10, "free").total == 0
+    with pytest.raises(ConfigError, match="counted, free"):
+        encoder_ops(40, 10, "sometimes")

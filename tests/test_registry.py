@@ -31,7 +31,7 @@ def test_every_arch_declares_config_layers_ops_and_bench():
         for spec in model.layer_specs():
             assert spec.kind in arch.ops
         assert arch.bench, name
-    assert [v[0] for v in bench_variants()][:5] == ["lstm", "gru", "lif", "proposed v2", "proposed v1"]
+    assert [v[0] for v in bench_variants()][:5] == ["lstm", "gru", "lif", "proposed", "proposed-v1"]
 
 
 def test_unregistered_layer_kind_is_an_error_not_a_fallback():

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from snnasr.config import ModelConfig
 from snnasr.io import ConfigError
 from snnasr.models.layers import IntegratorReadout, Readout
+from snnasr.models.scan import ScanOptions, configure
 from snnasr.ops import OpSpec
 
 # The architecture modules, in report order; each defines ARCHS: tuple[Arch, ...].
@@ -280,4 +281,7 @@ def build(arch: str, cfg: ModelConfig, n_in: int, n_out: int) -> AcousticModel:
         readout = IntegratorReadout(r_width, n_out, cfg.batchnorm, cfg.readout_tau)
     else:
         readout = Readout(r_width, n_out, cfg.batchnorm)
-    return AcousticModel(arch, layers, readout, n_out, encoder, sources, readout_sources, cfg.steps_per_frame)
+    model = AcousticModel(arch, layers, readout, n_out, encoder, sources, readout_sources, cfg.steps_per_frame)
+    if hasattr(cfg, "scan_backend"):  # the sections whose layers run through models/scan.py
+        configure(model, ScanOptions(cfg.scan_backend, cfg.time_chunk, cfg.tbptt))
+    return model
