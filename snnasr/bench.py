@@ -29,7 +29,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ class Variant(NamedTuple):
 
 def _variants() -> tuple[Variant, ...]:
     """Each architecture's bench variants, as its module declares them (the registry)."""
-    out = []
+    out: list[Variant] = []
     for name, arch, overrides in bench_variants():
         section = get_arch(arch).config
         out.append(Variant(name, arch, overrides, hasattr(section, "scan_backend")))
@@ -205,7 +205,7 @@ def run_bench(
         for k, case in enumerate(cases):
             train[k].append(_timed(case.train_step, dev))
             infer[k].append(_timed(case.infer, dev))
-    out = []
+    out: list[dict[str, Any]] = []
     for row, tr, inf, peak in zip(rows, train, infer, peaks):
         out.append(
             {

@@ -519,7 +519,7 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError):
         what = e.strerror or str(e)
         where = ", ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "?"
-        return f"{where}: {what}; {_OS_HINTS.get(e.errno, 'check the path and re-run')}"
+        return f"{where}: {what}; {_OS_HINTS.get(e.errno or 0, 'check the path and re-run')}"
     if isinstance(e, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8 (re-run with --debug to see which)"
     if isinstance(e, EOFError):
