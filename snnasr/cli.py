@@ -375,7 +375,21 @@ def train(
     help="official = the seed code's gated-SNN formula (its quirk included), for comparison.",
 )
 @click.option(
-    "--smooth", type=int, default=1, show_default=True, help="Majority filter over N frames before PER (1 = off)."
+    "--smooth",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Majority filter over N frames before collapse PER (1 = off).",
+)
+@click.option(
+    "--encoder-ops",
+    type=click.Choice(["counted", "free"]),
+    default="counted",
+    show_default=True,
+    help="counted = the SNNs' sigma-delta input encoder's own work is in the op count; free = as the seed.",
+)
+@click.option(
+    "--min-dur", type=int, default=3, show_default=True, help="Decoder: minimum phone duration in frames (>= 1)."
 )
 @RECIPE_DIR
 def eval_(
@@ -386,9 +400,11 @@ def eval_(
     device: str | None,
     ops_convention: str,
     smooth: int,
+    encoder_ops: str,
+    min_dur: int,
     recipe_dir: Path,
 ) -> None:
-    """Evaluate EXP (exp/<run>) on a set: accuracy, PER, % zeros, ops."""
+    """Evaluate EXP (exp/<run>) on a set: accuracy, decoded and collapse PER, % zeros, ops."""
     from snnasr.evaluate import run_evaluation
 
     run_evaluation(
@@ -400,6 +416,8 @@ def eval_(
         device=device,
         ops_convention=ops_convention,
         smooth_window=smooth,
+        encoder_ops=encoder_ops,
+        min_dur=min_dur,
     )
 
 
@@ -417,16 +435,43 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 
 
 @cli.command()
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--archs", default=None, help="Comma-separated variants (default: all; lstm is always run).")
 @click.option("--hidden", type=click.IntRange(min=1), default=550, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Sequence length in frames.")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=800, show_default=True, help="Sequence length.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
+@click.option("--backend", "backends", default="fused,eager", show_default=True, help="Scan backends of the SNNs.")
+@click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int) -> None:
-    """Training throughput of each architecture, side by side, as ratios to nn.LSTM."""
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(
+    archs: str | None,
+    hidden: int,
+    layers: int,
+    frames: int,
+    batch: int,
+    device: str | None,
+    backends: str,
+    padded: bool,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
     from snnasr.bench import run_bench
 
-    run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
+    run_bench(
+        archs=[a for a in archs.split(",") if a] if archs else None,
+        hidden=hidden,
+        layers=layers,
+        frames=frames,
+        batch=batch,
+        device=device,
+        backends=[b for b in backends.split(",") if b],
+        padded=padded,
+        repeats=repeats,
+        as_json=as_json,
+    )
 
 
 def _stage_name(argv: list[str]) -> str:

@@ -562,7 +562,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
         cli_module.main()
 
 
-@pytest.mark.parametrize("option", ["--batch", "--steps", "--repeats", "--hidden"])
+@pytest.mark.parametrize("option", ["--batch", "--frames", "--layers", "--repeats", "--hidden"])
 def test_bench_argument_errors_are_one_line(monkeypatch, capsys, option):
     code, _, err = run_cli(monkeypatch, capsys, "bench", option, "0")
     assert code == 2
