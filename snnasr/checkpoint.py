@@ -22,6 +22,7 @@ snnasr file) is one DataError line naming it and what to do (:func:`load`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -149,7 +150,11 @@ def check_resumable(
             f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
             f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp"
         )
-    diff = _config_changes(_comparable(ckpt["config"]), _comparable(config))
+    from snnasr.config import config_from_dict
+
+    # Through the current schema, so that a section layout that changed since is not a "difference".
+    saved_config = dataclasses.asdict(config_from_dict(ckpt["config"]))
+    diff = _config_changes(_comparable(saved_config), _comparable(config))
     if diff:
         raise ConfigError(
             f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
@@ -212,6 +217,8 @@ def data_fingerprint(data: Any) -> dict:
     data_dir = getattr(data, "data_dir", None)
     state = read_feature_state(data_dir) if data_dir is not None else {}
     lang = getattr(data, "lang", None)
+    # The class list: a frame level's symbols, or the utterance classes of task: utterance.
+    classes = getattr(data, "classes", None) or (lang.symbols(data.level) if lang is not None else None)
     return {
         "set": Path(data_dir).name if data_dir is not None else None,
         "features": state.get("hash"),
@@ -220,7 +227,7 @@ def data_fingerprint(data: Any) -> dict:
         "cmvn": state.get("cmvn"),
         "dim": int(data.dim),
         "label_level": data.level,
-        "label_set": _sha(" ".join(lang.symbols(data.level))) if lang is not None else None,
+        "label_set": _sha(" ".join(classes)) if classes is not None else None,
         "utterances": len(data.uttids),
         "utt_list": _sha("\n".join(data.uttids)),
     }
