@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import torch
@@ -189,7 +189,7 @@ def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> t
     discussion names.  For LSTM/GRU it acts on ``h``; the recipes use it for the SNNs only.
     """
     valid = mask.unsqueeze(-1)
-    return sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs)
+    return cast(torch.Tensor, sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs))
 
 
 def _forward_stats(
@@ -224,7 +224,7 @@ def _train_step(
     grad_clip: float,
     activity_reg: float = 0.0,
     task: UtterancePool | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int] | None:
     """One optimiser step on the mean loss per frame (per utterance with ``task``; + activity
     penalty); returns the sums for :class:`Totals`.
 
@@ -338,7 +338,7 @@ def fit(
         )
     fingerprint = {"train": data_fingerprint(train_data), "dev": data_fingerprint(dev_data)}
     ckpt = ckpt_io.load_checkpoint(last) if last is not None else None
-    if ckpt is not None:
+    if last is not None and ckpt is not None:
         ckpt_io.check_resumable(exp_dir, last, ckpt, asdict(cfg), n_in, n_out, fingerprint)
 
     train = pack(_items(train_data), n_out).to(dev)
