@@ -463,6 +463,9 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 @click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--time-chunk", type=click.IntRange(min=0), default=0, help="Fused scans: recompute in chunks of K frames."
+)
 def bench(
     archs: str | None,
     hidden: int,
@@ -474,6 +477,7 @@ def bench(
     padded: bool,
     repeats: int,
     as_json: bool,
+    time_chunk: int,
 ) -> None:
     """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
     from snnasr.bench import run_bench
@@ -489,6 +493,7 @@ def bench(
         padded=padded,
         repeats=repeats,
         as_json=as_json,
+        time_chunk=time_chunk,
     )
 
 
