@@ -352,10 +352,29 @@ def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int)
     run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
 
 
+@cli.group(cls=OrderedGroup)
+def export() -> None:
+    """Export a trained model or a data dir to other toolkits' formats."""
+
+
+@export.command("nir")
+@click.argument("exp", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dt", type=float, default=0.01, show_default=True, help="Time step in seconds (the frame shift), in metadata."
+)
+@RECIPE_DIR
+def export_nir_(exp: Path, out: Path, dt: float, recipe_dir: Path) -> None:
+    """EXP's SNN as a NIR graph (HDF5) for neuromorphic hardware; refuses what NIR cannot express."""
+    from snnasr.nir_export import export_nir
+
+    _echo_counts(f"wrote {out}", export_nir(exp, out, recipe_dir=recipe_dir, dt=dt))
+
+
 def _stage_name(argv: list[str]) -> str:
     """The (sub)command words of argv, e.g. 'prep timit', to prefix error lines."""
     words = [a for a in argv[:2] if not a.startswith("-")]
-    if words[:1] != ["prep"]:
+    if words[:1] not in (["prep"], ["export"]):
         words = words[:1]
     return " ".join(words) or "snnasr"
 

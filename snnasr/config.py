@@ -25,6 +25,7 @@ from snnasr.io import ConfigError, write_text
 ARCHS = ("lstm", "gru", "lif", "proposed")
 SURROGATES = ("ste-box", "fast-sigmoid", "triangle", "multi-gaussian", "atan")
 INPUT_ENCODINGS = ("sigma-delta", "none")
+RESETS = ("subtract", "zero")
 
 
 @dataclass
@@ -47,11 +48,15 @@ class ModelConfig:
     recurrent: bool = True
     # lif: initial per-neuron synaptic decay, kept in [0, 1].
     lif_decay_init: float = 1.0
+    # lif: after a spike the membrane loses what it emitted (subtract, the seed) or is set to 0
+    # (zero: NIR's reset; with n_bits 1 and input_encoding none the model exports to NIR exactly).
+    reset: str = "subtract"
 
     def check(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
         _choice("model.surrogate", self.surrogate, SURROGATES)
         _choice("model.input_encoding", self.input_encoding, INPUT_ENCODINGS)
+        _choice("model.reset", self.reset, RESETS)
         _positive("model.hidden", self.hidden)
         _positive("model.layers", self.layers)
         if not 0.0 <= self.dropout < 1.0:

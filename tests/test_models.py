@@ -47,6 +47,20 @@ def test_lif_step_by_hand():
     )
 
 
+def test_lif_reset_to_zero_by_hand():
+    # b=1 (binary), R=2: Δ = 1/0.9999, fires when v' >= Δ; reset: zero sets v to 0 where it fired.
+    quant = _fixed_quantizer(1, 0, 2.0)
+    decay = torch.tensor([0.5], dtype=torch.float64)
+    state = LIFState(torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+    fired = []
+    for j in (0.6, 0.2, 0.9, 0.0):
+        s, state = lif_step(torch.tensor([[j]], dtype=torch.float64), state, decay, quant, reset_to_zero=True)
+        fired.append(_levels(s, quant)[0][0])
+    # I = .6, .5, 1.15, .575; v' = .6, 1.1 (fires -> 0), 1.15 (fires -> 0), .575
+    assert fired == [0, 1, 1, 0]
+    assert torch.allclose(state.membrane, torch.tensor([[0.575]], dtype=torch.float64))
+
+
 def test_gated_step_by_hand():
     quant = _fixed_quantizer(3, 0, 4.0)
     delta = 1 / 0.9999

@@ -93,7 +93,13 @@ def _build_rnn(kind: str) -> Callable[[ModelConfig, int], tuple[list[nn.Module],
 def _build_lif(cfg: ModelConfig, n_in: int) -> tuple[list[nn.Module], nn.Module | None]:
     return [
         LIFLayer(
-            i, h, dropout=cfg.dropout, batchnorm=cfg.batchnorm, decay_init=cfg.lif_decay_init, quantizer=_quantizer(cfg)
+            i,
+            h,
+            dropout=cfg.dropout,
+            batchnorm=cfg.batchnorm,
+            decay_init=cfg.lif_decay_init,
+            quantizer=_quantizer(cfg),
+            reset=cfg.reset,
         )
         for i, h in _widths(cfg, n_in)
     ], _encoder(cfg)

@@ -1,0 +1,278 @@
+"""``snnasr export nir``: a trained SNN as a NIR graph, for neuromorphic hardware and other simulators.
+
+NIR (Neuromorphic Intermediate Representation, ``nir`` on PyPI) describes networks in
+continuous time with a fixed set of primitives; it has no multi-bit spikes, no reset by
+subtraction and no adaptive threshold.  So only what NIR expresses exactly is exported, and
+everything else is refused with one line naming the part (never a graph that computes another
+function).  What is exported: ``--arch lif`` with ``model.n_bits=1`` (binary spikes),
+``model.reset=zero`` and ``model.input_encoding=none``.  Its layer (see ``models/lif.py``)::
+
+    J = BN(W x)                       eval-mode BN folded in:   Affine(diag(γ/σ) W, b - γμ/σ)
+    I_t = β I_{t-1} + J_t             synapse, per neuron:       LI(tau = dt/(1-β), r = tau/dt, v_leak 0)
+                                                                 or, for β = 1, I(r = 1/dt)
+    v'_t = v_{t-1} + I_t; spike when v'_t >= Δ; v_t = 0 then    neuron: IF(r = 1/dt, v_threshold Δ, v_reset 0)
+    s_t = Δ · z_t                     the amplitude Δ goes into the next layer's weights
+
+and the readout ``BN(W_o s)`` is an Affine to ``Output`` (per-frame logits).  The parameter
+mapping is snnTorch's (``tau = dt/(1-β)``, ``r = tau/dt``), i.e. NIR's equations integrated by
+forward Euler with step ``dt``, each node using this step's input (the order of the edges);
+``dt`` (default 10 ms, Kaldi's frame shift) is recorded in the graph's metadata.  A layer whose
+neurons mix β < 1 and β = 1 becomes two groups of nodes (LI and I), because LI cannot have an
+infinite time constant; their outputs are summed where they meet, as NIR sums a node's inputs.
+NIR fires at ``v > v_threshold``, snnasr at ``v >= Δ``: they differ only on a set of measure
+zero.  The features fed to the graph are those ``snnasr eval`` feeds the model (CMVN applied,
+context spliced), which stays outside the graph.
+
+Before writing, the graph is simulated here (:func:`simulate`) on a random input and must
+reproduce the model's spikes and logits; tests/test_nir_export.py reads the file back with
+``nir.read`` and runs it through nirtorch's interpreter as an independent check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from snnasr.io import ConfigError, DataError, SnnasrError
+
+DEFAULT_DT = 0.01  # seconds: Kaldi's 10 ms frame shift
+
+# What has no NIR primitive, per architecture that can never be exported.
+NO_PRIMITIVE = {
+    "lstm": "LSTM gates (sigmoid/tanh products, no spikes)",
+    "gru": "GRU gates (sigmoid/tanh products, no spikes)",
+    "proposed": "the gated SNN's multiplicative gates on multi-bit spikes",
+    "alif": "the adaptive threshold of ALIF neurons",
+}
+EXACT_LIF = "model.n_bits=1 model.threshold=0 model.reset=zero model.input_encoding=none"
+
+
+def _nir():
+    try:
+        import nir  # noqa: PLC0415
+    except ImportError:
+        raise SnnasrError("the nir package is not installed; pip install 'snnasr[nir]'") from None
+    return nir
+
+
+def check_exportable(arch: str, cfg: Any) -> None:
+    """Raise ConfigError naming the first part of the model that NIR cannot express exactly."""
+    if arch in NO_PRIMITIVE:
+        raise ConfigError(f"--arch {arch}: {NO_PRIMITIVE[arch]} have no NIR primitive; only --arch lif exports")
+    if arch != "lif":
+        raise ConfigError(f"--arch {arch}: no NIR mapping is defined for it; only --arch lif exports")
+    if cfg.input_encoding != "none":
+        raise ConfigError(
+            f"model.input_encoding={cfg.input_encoding}: its multi-bit spikes have no NIR primitive; "
+            f"train with {EXACT_LIF}"
+        )
+    if cfg.n_bits != 1:
+        raise ConfigError(
+            f"model.n_bits={cfg.n_bits}: multi-bit spikes have no NIR primitive (NIR spikes are 0/1); "
+            f"train with {EXACT_LIF}"
+        )
+    if cfg.reset != "zero":
+        raise ConfigError(
+            f"model.reset={cfg.reset}: reset by subtraction has no NIR primitive (NIR resets to v_reset); "
+            f"train with {EXACT_LIF}"
+        )
+
+
+def _folded(weight: torch.Tensor, norm: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """``(W', b')`` with ``W' x + b' = BN_eval(W x)`` (or ``W x`` without BN), in float64."""
+    w = weight.detach().double().cpu().numpy()
+    if not isinstance(norm, torch.nn.BatchNorm1d):
+        return w, np.zeros(w.shape[0])
+    inv = 1.0 / np.sqrt(norm.running_var.double().cpu().numpy() + norm.eps)
+    gamma = norm.weight.detach().double().cpu().numpy() if norm.affine else np.ones(w.shape[0])
+    beta = norm.bias.detach().double().cpu().numpy() if norm.affine else np.zeros(w.shape[0])
+    mean = norm.running_mean.double().cpu().numpy()
+    return (gamma * inv)[:, None] * w, beta - gamma * inv * mean
+
+
+def spike_amplitude(quantizer: torch.nn.Module) -> float:
+    """Δ of a binary quantiser in eval mode: its threshold and the value of a spike."""
+    from snnasr.models.spikes import quant_scale  # noqa: PLC0415
+
+    return float(1.0 / quant_scale(quantizer.range.double(), quantizer.n_bits))
+
+
+def build_graph(model: torch.nn.Module, cfg: Any, dt: float = DEFAULT_DT, metadata: Mapping | None = None):
+    """The NIR graph of an exportable ``lif`` model (see the module docstring)."""
+    nir = _nir()
+    check_exportable(model.arch, cfg)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array([model.layers[0].n_in]))}
+    edges: list[tuple[str, str]] = []
+    sources = [("input", np.arange(model.layers[0].n_in), 1.0)]  # (node, its neurons, spike amplitude)
+    for n, layer in enumerate(model.layers):
+        w, b = _folded(layer.weight, layer.norm)
+        beta = layer.decay.detach().clamp(0.0, 1.0).double().cpu().numpy()
+        delta = spike_amplitude(layer.quantizer)
+        groups = [("leaky", np.flatnonzero(beta < 1)), ("integrator", np.flatnonzero(beta >= 1))]
+        outputs = []
+        for kind, idx in groups:
+            if idx.size == 0:
+                continue
+            name = f"layer{n}.{kind}"
+            _connect(nir, nodes, edges, sources, w[idx], b[idx], f"{name}.synapse", name)
+            if kind == "leaky":
+                tau = dt / (1.0 - beta[idx])
+                nodes[f"{name}.synapse"] = nir.LI(tau=tau, r=tau / dt, v_leak=np.zeros(idx.size))
+            else:
+                nodes[f"{name}.synapse"] = nir.I(r=np.full(idx.size, 1.0 / dt))
+            nodes[f"{name}.neuron"] = nir.IF(
+                r=np.full(idx.size, 1.0 / dt),
+                v_threshold=np.full(idx.size, delta),
+                v_reset=np.zeros(idx.size),
+                metadata={"neurons": idx, "spike_amplitude": delta},  # which of the layer's neurons these are
+            )
+            edges.append((f"{name}.synapse", f"{name}.neuron"))
+            outputs.append((f"{name}.neuron", idx, delta))
+        sources = outputs
+    w, b = _folded(model.readout.weight, model.readout.norm)
+    _connect(nir, nodes, edges, sources, w, b, "output", "readout")
+    nodes["output"] = nir.Output(output_type=np.array([w.shape[0]]))
+    meta = {"dt": float(dt), "source": "snnasr", "arch": model.arch, **(metadata or {})}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def _connect(nir, nodes: dict, edges: list, sources: list, w: np.ndarray, b: np.ndarray, dst: str, name: str) -> None:
+    """Weights from every source group into ``dst``: one Affine per group, the bias on the first."""
+    for k, (src, idx, amplitude) in enumerate(sources):
+        node = f"{name}.weight" if len(sources) == 1 else f"{name}.weight_from_{src.rsplit('.', 1)[0]}"
+        bias = b if k == 0 else np.zeros_like(b)
+        nodes[node] = nir.Affine(weight=w[:, idx] * amplitude, bias=bias)
+        edges += [(src, node), (node, dst)]
+
+
+def simulate(graph, x: np.ndarray, dt: float | None = None) -> dict[str, np.ndarray]:
+    """Outputs ``[T, ...]`` of every node for input ``x`` ``[T, F]``: NIR's equations by forward Euler.
+
+    A reference integrator for the node types this module writes (Input, Output, Affine, LI,
+    I, IF); nodes run in topological order within a step and sum their inputs.  ``dt``
+    defaults to the graph's metadata.
+    """
+    nir = _nir()
+    dt = float(graph.metadata["dt"]) if dt is None else dt
+    preds: dict[str, list[str]] = {name: [] for name in graph.nodes}
+    for src, dst in graph.edges:
+        preds[dst].append(src)
+    order = _topological(preds)
+    state = {name: 0.0 for name in graph.nodes}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in graph.nodes}
+    for x_t in np.asarray(x, dtype=np.float64):
+        now: dict[str, np.ndarray] = {}
+        for name in order:
+            node = graph.nodes[name]
+            u = x_t if isinstance(node, nir.Input) else sum(now[p] for p in preds[name])
+            if isinstance(node, nir.Affine):
+                y = node.weight @ u + node.bias
+            elif isinstance(node, nir.LI):
+                y = state[name] = state[name] + dt / node.tau * (node.v_leak - state[name] + node.r * u)
+            elif isinstance(node, nir.I):
+                y = state[name] = state[name] + dt * node.r * u
+            elif isinstance(node, nir.IF):
+                v = state[name] + dt * node.r * u
+                y = (v > node.v_threshold).astype(np.float64)
+                state[name] = np.where(y > 0, node.v_reset, v)
+            elif isinstance(node, (nir.Input, nir.Output)):
+                y = u
+            else:
+                raise DataError(f"NIR node {name}: {type(node).__name__} is not simulated by snnasr")
+            now[name] = y
+        for name, y in now.items():
+            out[name].append(np.asarray(y))
+    return {name: np.stack(ys) for name, ys in out.items()}
+
+
+def _topological(preds: dict[str, list[str]]) -> list[str]:
+    order, done = [], set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in path:
+            raise DataError(f"NIR graph: cycle through {name}; snnasr's simulator runs feed-forward graphs only")
+        for p in preds[name]:
+            visit(p, (*path, name))
+        done.add(name)
+        order.append(name)
+
+    for name in preds:
+        visit(name, ())
+    return order
+
+
+def model_spikes(model: torch.nn.Module, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The model's own binary spikes per layer ``[T, H]`` and logits ``[T, C]`` for ``x`` ``[T, F]`` (float64)."""
+    model = model.double().eval()
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))[:, None, :]
+    with torch.no_grad():
+        out = model(xt, torch.ones(xt.shape[:2], dtype=torch.bool))
+    return [(s[:, 0] != 0).double().numpy() for s in out.layer_outputs], out.logits[:, 0].numpy()
+
+
+def graph_spikes(graph, outputs: Mapping[str, np.ndarray], n_layers: int) -> list[np.ndarray]:
+    """Each layer's spikes ``[T, H]`` in neuron order, gathered from its neuron groups' outputs."""
+    layers = []
+    for n in range(n_layers):
+        names = [k for k in graph.nodes if k.startswith(f"layer{n}.") and k.endswith(".neuron")]
+        idx = [np.asarray(graph.nodes[k].metadata["neurons"], dtype=int) for k in names]
+        full = np.zeros((outputs[names[0]].shape[0], sum(i.size for i in idx)))
+        for name, i in zip(names, idx):
+            full[:, i] = outputs[name]
+        layers.append(full)
+    return layers
+
+
+def export_nir(
+    exp: str | os.PathLike, out: str | os.PathLike, recipe_dir: str | os.PathLike = ".", dt: float = DEFAULT_DT
+) -> dict[str, Any]:
+    """Write ``exp``'s model as a NIR file ``out``; return counts for the CLI.
+
+    Raises ConfigError (one line naming the part NIR cannot express) before writing anything,
+    and DataError if the graph fails to reproduce the model's spikes on a random input.
+    """
+    from snnasr.evaluate import resolve_exp  # noqa: PLC0415
+    from snnasr.train import load_model  # noqa: PLC0415
+
+    nir = _nir()
+    if not dt > 0:
+        raise ConfigError(f"--dt {dt}: the time step must be positive (seconds)")
+    exp_dir = resolve_exp(exp, Path(recipe_dir))
+    model, cfg, meta = load_model(exp_dir, device="cpu")
+    check_exportable(model.arch, cfg.model)
+    extra = {"level": str(meta.get("level", "")), "context": int(cfg.data.context)}
+    graph = build_graph(model, cfg.model, dt, extra)
+
+    x = np.random.default_rng(0).normal(size=(200, model.layers[0].n_in)) * 2.0
+    spikes, logits = model_spikes(model, x)
+    sim = simulate(graph, x)
+    got = graph_spikes(graph, sim, len(model.layers))
+    mismatch = sum(int((a != b).sum()) for a, b in zip(spikes, got))
+    if mismatch or not np.allclose(sim["output"], logits, rtol=1e-6, atol=1e-6):
+        raise DataError(
+            f"{exp_dir}: the NIR graph does not reproduce the model ({mismatch} spikes differ on a random input); "
+            f"this is a bug in snnasr's exporter: please report it"
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        nir.write(str(tmp), graph)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return {
+        "nodes": len(graph.nodes),
+        "edges": len(graph.edges),
+        "layers": len(model.layers),
+        "spikes checked": int(sum(s.size for s in spikes)),
+    }
