@@ -6,12 +6,16 @@ Each command only parses options and calls one library function; user mistakes s
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from snnasr.io import SnnasrError
+
+DEBUG = bool(os.environ.get("SNNASR_DEBUG"))  # `snnasr --debug ...` or SNNASR_DEBUG=1: tracebacks
 
 RECIPE_DIR = click.option(
     "-d",
@@ -23,6 +27,26 @@ RECIPE_DIR = click.option(
 )
 
 
+BAD_UTTERANCES = [
+    click.option(
+        "--max-bad-fraction",
+        type=float,
+        default=0.05,
+        show_default=True,
+        help="Bad utterances are dropped by name (listed in data/<set>/dropped); fail when more than "
+        "this fraction of a set is bad (Kaldi make_fbank.sh: 5 %).",
+    ),
+    click.option("--strict", is_flag=True, help="Fail at the first bad utterance instead of dropping it."),
+]
+
+
+def bad_utterance_options(f):
+    """The --max-bad-fraction/--strict pair of every stage that drops bad utterances."""
+    for option in reversed(BAD_UTTERANCES):
+        f = option(f)
+    return f
+
+
 class OrderedGroup(click.Group):
     """Lists commands in the order they were added: the pipeline order."""
 
@@ -32,11 +56,14 @@ class OrderedGroup(click.Group):
 
 @click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snnasr")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error instead of its one line.")
+def cli(debug: bool) -> None:
     """Spiking-neural-network speech recognition recipes, Kaldi-style, without Kaldi.
 
     Stages read and write files under a recipe directory (data/<set>/, data/lang/, exp/<run>/).
     """
+    global DEBUG
+    DEBUG = debug or DEBUG
 
 
 def _echo_counts(title: str, counts: dict) -> None:
@@ -75,12 +102,27 @@ def prep() -> None:
     default=None,
     help="File with one test speaker id per line (default: the 24-speaker core test).",
 )
+@bad_utterance_options
 @RECIPE_DIR
-def prep_timit(corpus: Path, dev_speakers: Path | None, test_speakers: Path | None, recipe_dir: Path) -> None:
+def prep_timit(
+    corpus: Path,
+    dev_speakers: Path | None,
+    test_speakers: Path | None,
+    max_bad_fraction: float,
+    strict: bool,
+    recipe_dir: Path,
+) -> None:
     """TIMIT in the LDC layout (real, or made by `snnasr synth`)."""
     from snnasr.data.timit import prepare_timit
 
-    counts = prepare_timit(corpus, recipe_dir, dev_speakers=dev_speakers, test_speakers=test_speakers)
+    counts = prepare_timit(
+        corpus,
+        recipe_dir,
+        dev_speakers=dev_speakers,
+        test_speakers=test_speakers,
+        max_bad_fraction=max_bad_fraction,
+        strict=strict,
+    )
     _echo_counts("utterances", counts)
 
 
@@ -163,14 +205,29 @@ def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
 
 
 @cli.command()
-@click.option("--sets", default="train,dev,test", show_default=True, help="Comma-separated data sets.")
+@click.argument("data_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sets", default="train,dev,test", show_default=True, help="Comma-separated sets under -d (without DATA_DIRS)."
+)
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Write a repaired copy <dir>_fixed (bad utterances dropped and listed in its `dropped`, tables "
+    "sorted, spk2utt regenerated), as Kaldi's fix_data_dir.sh.",
+)
 @RECIPE_DIR
-def validate(sets: str, recipe_dir: Path) -> None:
-    """Check data dirs as Kaldi's validate_data_dir.sh does."""
-    from snnasr.data.datadir import validate_data_dir
+def validate(data_dirs: tuple[Path, ...], sets: str, fix: bool, recipe_dir: Path) -> None:
+    """Check data dirs (DATA_DIRS, or --sets under -d) as Kaldi's validate_data_dir.sh does."""
+    from snnasr.data.datadir import fix_data_dir, validate_data_dir
 
-    for name in sets.split(","):
-        _echo_counts(f"data/{name}", validate_data_dir(recipe_dir / "data" / name))
+    dirs = list(data_dirs) or [recipe_dir / "data" / name for name in sets.split(",")]
+    for d in dirs:
+        if fix:
+            out = d.with_name(d.name + "_fixed")
+            counts = fix_data_dir(d, out)
+            _echo_counts(f"wrote {out}", counts)
+        else:
+            _echo_counts(str(d), validate_data_dir(d))
 
 
 @cli.command()
@@ -200,7 +257,9 @@ def validate(sets: str, recipe_dir: Path) -> None:
     show_default=True,
     help="Kaldi dither (Kaldi's default is 1.0; 0 keeps features deterministic).",
 )
-@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers over utterances.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel workers.")
+@click.option("--force", is_flag=True, help="Recompute even when conf/features.yaml says the set is up to date.")
+@bad_utterance_options
 @click.option(
     "--config",
     "config_path",
@@ -221,6 +280,9 @@ def features(
     cmvn: str,
     dither: float,
     jobs: int,
+    force: bool,
+    max_bad_fraction: float,
+    strict: bool,
     config_path: Path | None,
     recipe_dir: Path,
 ) -> None:
@@ -243,7 +305,10 @@ def features(
     }
     opts = FeatureOptions.load(config_path, **given)
     for name in sets.split(","):
-        _echo_counts(f"data/{name}", make_features(recipe_dir / "data" / name, opts, jobs=jobs))
+        counts = make_features(
+            recipe_dir / "data" / name, opts, jobs=jobs, max_bad_fraction=max_bad_fraction, strict=strict, force=force
+        )
+        _echo_counts(f"data/{name}", counts)
 
 
 @cli.command()
@@ -341,10 +406,10 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 
 @cli.command()
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
-@click.option("--hidden", type=int, default=550, show_default=True)
-@click.option("--batch", type=int, default=32, show_default=True)
-@click.option("--steps", type=int, default=200, show_default=True, help="Sequence length in frames.")
-@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=550, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Sequence length in frames.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int) -> None:
     """Training throughput of each architecture, side by side, as ratios to nn.LSTM."""
     from snnasr.bench import run_bench
@@ -379,9 +444,62 @@ def _stage_name(argv: list[str]) -> str:
     return " ".join(words) or "snnasr"
 
 
+# What to do about an OSError, by errno (the message names the file and the error already).
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space and re-run (completed outputs are kept, nothing half-written is)",
+    errno.EDQUOT: "the disk quota is exceeded: free space and re-run",
+    errno.EROFS: "the file system is read-only: choose a writable recipe dir with -d",
+    errno.EACCES: "permission denied: check the owner and mode of the path, or choose another -d",
+    errno.EPERM: "operation not permitted: check the owner and mode of the path, or choose another -d",
+    errno.ENOTDIR: "a component of the path is a file, not a directory: check the -d and path arguments",
+    errno.EISDIR: "the path is a directory where a file was expected: check the arguments",
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.EIO: "input/output error: the disk or network file system failed; check it and re-run",
+}
+
+
+def _one_line(e: BaseException) -> str:
+    """The one-line message of an error the library did not turn into a SnnasrError itself."""
+    if isinstance(e, OSError):
+        what = e.strerror or str(e)
+        where = ", ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "?"
+        return f"{where}: {what}; {_OS_HINTS.get(e.errno, 'check the path and re-run')}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8 (re-run with --debug to see which)"
+    if isinstance(e, EOFError):
+        return "a file ended early (truncated or empty); re-run with --debug to see which, then restore or re-make it"
+    return (
+        f"internal error {type(e).__name__}: {str(e).splitlines()[0] if str(e) else '(no message)'}; "
+        f"re-run with --debug for the traceback and report it"
+    )
+
+
 def main() -> None:
+    """Run the CLI; every error is one line ``snnasr <stage>: ...`` and exit code 1 (``--debug``: traceback)."""
+    stage = _stage_name([a for a in sys.argv[1:] if a != "--debug"])
     try:
-        cli.main(prog_name="snnasr")
+        code = cli.main(prog_name="snnasr", standalone_mode=False)
+    except click.ClickException as e:  # usage errors: bad option values, missing arguments
+        if DEBUG:
+            raise
+        click.echo(f"snnasr {stage}: {e.format_message()}; see snnasr {stage} --help", err=True)
+        sys.exit(e.exit_code)
+    except click.Abort as e:  # click turns Ctrl-C and EOFError into Abort
+        if isinstance(e.__cause__, EOFError) and not DEBUG:
+            click.echo(f"snnasr {stage}: {_one_line(e.__cause__)}", err=True)
+            sys.exit(1)
+        click.echo(f"snnasr {stage}: aborted", err=True)
+        sys.exit(130)
     except SnnasrError as e:
-        click.echo(f"snnasr {_stage_name(sys.argv[1:])}: {e}", err=True)
+        if DEBUG:
+            raise
+        click.echo(f"snnasr {stage}: {e}", err=True)
         sys.exit(1)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        if DEBUG:
+            raise
+        click.echo(f"snnasr {stage}: {_one_line(e)}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -11,6 +11,7 @@ spikes with dead-zone 3, sigma-delta input encoding, length curriculum.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -26,6 +27,7 @@ ARCHS = ("lstm", "gru", "lif", "proposed")
 SURROGATES = ("ste-box", "fast-sigmoid", "triangle", "multi-gaussian", "atan")
 INPUT_ENCODINGS = ("sigma-delta", "none")
 RESETS = ("subtract", "zero")
+SCAN_BACKENDS = ("auto", "fused", "eager")
 
 
 @dataclass
@@ -51,6 +53,12 @@ class ModelConfig:
     # lif: after a spike the membrane loses what it emitted (subtract, the seed) or is set to 0
     # (zero: NIR's reset; with n_bits 1 and input_encoding none the model exports to NIR exactly).
     reset: str = "subtract"
+    # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
+    # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
+    # tbptt > 0 truncates backpropagation through time every that many frames.
+    scan_backend: str = "auto"
+    time_chunk: int = 0
+    tbptt: int = 0
 
     def check(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
@@ -71,8 +79,17 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.{name}={v}: dead zone must be >= 0 and leave at least one level below 2^(n_bits-1)-1"
                 )
+        _choice("model.scan_backend", self.scan_backend, SCAN_BACKENDS)
+        for name in ("time_chunk", "tbptt"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if not 0.0 <= self.lif_decay_init <= 1.0:
             raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
+        if not 0.0 < self.ema_momentum <= 1.0:
+            raise ConfigError(
+                f"model.ema_momentum={self.ema_momentum}: must be in (0, 1] (weight of the newest range estimate)"
+            )
+        _finite_positive("model.surrogate_scale", self.surrogate_scale)
 
 
 @dataclass
@@ -89,13 +106,23 @@ class TrainConfig:
     eval_max_len: int = 1000
     # Minibatches between progress-bar updates (each update syncs the device once).
     log_every: int = 50
+    # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
+    max_nonfinite_steps: int = 10
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_frames", self.batch_frames)
         _positive("train.log_every", self.log_every)
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr}: must be positive")
+        _positive("train.eval_max_len", self.eval_max_len)  # 0 would cut dev utterances forever
+        _positive("train.max_nonfinite_steps", self.max_nonfinite_steps)
+        _finite_positive("train.lr", self.lr)
+        _finite_positive("train.lr_floor", self.lr_floor)
+        if self.lr_floor > self.lr:
+            raise ConfigError(f"train.lr_floor={self.lr_floor}: must not exceed train.lr={self.lr}")
+        if not 0.0 <= self.newbob_threshold < 1.0:
+            raise ConfigError(f"train.newbob_threshold={self.newbob_threshold}: must be in [0, 1)")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"train.grad_clip={self.grad_clip}: must be >= 0 (0 = no clipping)")
         parse_curriculum(self.curriculum)
 
 
@@ -139,6 +166,11 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(f"{name}={value}: must be positive")
 
 
+def _finite_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={value}: must be a positive finite number")
+
+
 def parse_curriculum(spec: str) -> list[tuple[int, int]]:
     """``"100*5|200*4"`` -> ``[(100, 5), (200, 4)]`` (max length, number of epochs)."""
     out = []
@@ -177,7 +209,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 def _update(obj: Any, values: dict, prefix: str) -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(type(obj))
     known = {f.name for f in fields(obj)}
     for key, value in values.items():
@@ -202,7 +234,15 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} was given a value earlier, it is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({reason}); quote it as text, e.g. {key}='\"{raw}\"'"
+            ) from None
     return tree
 
 

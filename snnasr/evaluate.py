@@ -69,6 +69,23 @@ def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: 
         )
 
 
+def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: Any) -> dict:
+    """The set's data fingerprint; DataError when its features or labels are not the model's."""
+    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes
+
+    fingerprint = data_fingerprint(data)
+    if saved is None:
+        click.echo(f"snnasr eval: warning: {exp_dir}/model.pt records no data fingerprint (older snnasr)", err=True)
+        return fingerprint
+    changes = fingerprint_changes(saved["train"], fingerprint, FEATURE_FIELDS)
+    if changes:
+        raise DataError(
+            f"{data_dir}: not the features/labels {exp_dir.name} was trained on ({'; '.join(changes)}); "
+            f"recompute them with the options in data/{saved['train'].get('set')}/conf/features.yaml, or re-train"
+        )
+    return fingerprint
+
+
 def level_folds(lang: Lang, level: str) -> dict[str, np.ndarray]:
     """Class-id maps from ``level`` to itself and to every level reachable through map files.
 
@@ -272,9 +289,10 @@ def run_evaluation(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    from snnasr.train import load_model
+    from snnasr.checkpoint import load_model, model_stamp
 
     model, cfg, meta = load_model(exp_dir, device)
+    stamp = model_stamp(exp_dir)
     level = meta["level"]
     n_out = int(meta.get("n_out", model.n_out))
     _check_labels(data_dir, set_name, level, lang, n_out)
@@ -294,6 +312,8 @@ def run_evaluation(
             f"{data_dir}/feats.scp: {data.dim}-dim features but the model expects {meta['n_in']}; "
             f"compute features with the options used for training"
         )
+
+    fingerprint = _check_trained_on(exp_dir, data_dir, meta.get("data"), data)
 
     items = [data[i] for i in range(len(data))]
     if not items:
@@ -364,27 +384,40 @@ def run_evaluation(
         "seed": cfg_dict.get("seed"),
         "config_key": config_key(cfg_dict),
         "config": cfg_dict,
+        "model": stamp,
+        "data": fingerprint,
+        "trained_on": (meta.get("data") or {}).get("train"),
     }
     out_dir = exp_dir / f"eval_{set_name}"
+    suffix = "" if ops_convention == "honest" else f"_{ops_convention}"
+    results["results_file"] = f"results{suffix}.json"
     if report_ops:
         details = count_ops(stats, specs, n_out, ops_convention, energy)
         results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
         for kind in ("lstm", "gru"):
             for key in ("total_per_frame", "energy_pj_per_frame"):
                 results["ops"][f"{kind}_{key}"] = details["reference"][kind][key]
-        write_text(out_dir / "ops.json", json.dumps(details, indent=2) + "\n")
-    write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_text(out_dir / f"ops{suffix}.json", json.dumps(details, indent=2) + "\n")
+    write_text(out_dir / results["results_file"], json.dumps(results, indent=2) + "\n")
     _print_summary(results)
     return results
 
 
 def _print_summary(results: dict[str, Any]) -> None:
     """Paper-style table: this run beside every other run of the recipe evaluated the same way."""
-    from snnasr.report import group_rows, load_results, markdown_table, result_row, table_caption, table_key
+    from snnasr.report import (
+        current_results,
+        group_rows,
+        load_results,
+        markdown_table,
+        result_row,
+        table_caption,
+        table_key,
+    )
 
-    siblings = Path(results["exp_dir"]).parent.glob(f"*/eval_{results['set']}/results.json")
+    siblings = Path(results["exp_dir"]).parent.glob(f"*/eval_{results['set']}/{results['results_file']}")
     try:
-        same = [r for r in load_results(sorted(siblings)) if table_key(r) == table_key(results)]
+        same = [r for r in current_results(load_results(sorted(siblings))) if table_key(r) == table_key(results)]
     except DataError as e:  # a stale sibling must not hide this run's numbers
         click.echo(f"note: other runs not shown ({e})", err=True)
         same = []
@@ -415,4 +448,10 @@ def _print_summary(results: dict[str, Any]) -> None:
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")
     if ops:
         click.echo(f"MAC/AC: {ops['mac_ac_rule']}. Energy: {ops['energy_note']}.")
-    click.echo(f"wrote {Path(results['exp_dir']) / ('eval_' + results['set'])}/results.json")
+    if not results["model"]["finished"]:
+        click.echo(
+            f"note: {results['run']} has not finished training (best epoch {results['model']['epoch']} so far); "
+            f"snnasr report marks it unfinished",
+            err=True,
+        )
+    click.echo(f"wrote {Path(results['exp_dir']) / ('eval_' + results['set'])}/{results['results_file']}")

@@ -43,7 +43,8 @@ from snnasr import labels as L
 from snnasr.audio import audio_info, read_audio, wav_path
 from snnasr.config import read_yaml_mapping
 from snnasr.data.datadir import read_segments, read_table, sort_key, validate_data_dir, write_table
-from snnasr.io import ConfigError, DataError, write_text
+from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, BadUtterances
+from snnasr.io import ConfigError, DataError, remove_stale_temporaries, write_text
 from snnasr.kaldi.ark import write_mat_ark_scp
 from snnasr.lang import Lang, load_lang
 
@@ -230,13 +231,16 @@ def cmvn_stats(feats: np.ndarray) -> np.ndarray:
     return stats
 
 
-def _utt_features(task: tuple[str, str, int, FeatureOptions]) -> tuple[str, np.ndarray]:
-    """Worker: read one utterance and extract its features (errors name the utterance)."""
+def _utt_features(task: tuple[str, str, int, FeatureOptions]) -> tuple[str, np.ndarray | None, str | None]:
+    """Worker: read one utterance and extract its features -> (uttid, feats, None) or (uttid, None, why).
+
+    A bad utterance is returned, not raised, so that one broken file does not stop the pool.
+    """
     uttid, path, rate, opts = task
     try:
         samples, _ = read_audio(path, expected_rate=rate)
     except DataError as e:
-        raise DataError(f"{uttid}: {e}") from None
+        return uttid, None, str(e)
     import torch
 
     # A per-utterance seed makes dithered features independent of --jobs and of run order.
@@ -245,11 +249,17 @@ def _utt_features(task: tuple[str, str, int, FeatureOptions]) -> tuple[str, np.n
         try:
             feats = extract(samples, rate, opts)
         except (AssertionError, ValueError, RuntimeError) as e:
-            raise DataError(
-                f"{uttid}: feature extraction failed at {rate} Hz ({e}); check the frequency "
-                f"options (low_freq, high_freq, num_bins) for this sample rate"
-            ) from None
-    return uttid, feats
+            return (
+                uttid,
+                None,
+                (
+                    f"feature extraction failed at {rate} Hz ({e}); check the frequency "
+                    f"options (low_freq, high_freq, num_bins) for this sample rate"
+                ),
+            )
+    if not np.isfinite(feats).all():
+        return uttid, None, "non-finite feature values; check the audio"
+    return uttid, feats, None
 
 
 def _init_worker() -> None:
@@ -258,7 +268,9 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; intra-op threads would oversubscribe
 
 
-def _compute(tasks: list[tuple[str, str, int, FeatureOptions]], jobs: int) -> Iterator[tuple[str, np.ndarray]]:
+def _compute(
+    tasks: list[tuple[str, str, int, FeatureOptions]], jobs: int
+) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """Features in task (sorted uttid) order, in-process or over ``jobs`` worker processes."""
     if jobs <= 1 or len(tasks) < 2:
         for task in tasks:
@@ -310,29 +322,41 @@ def _warn(msg: str) -> None:
     print(f"snnasr features: warning: {msg}", file=sys.stderr)
 
 
-def _scan_audio(data_dir: Path, wav: dict[str, str], opts: FeatureOptions) -> tuple[dict[str, str], int]:
-    """Resolve paths and check headers before any work: one sample rate, every utt >= 1 window."""
+def _scan_audio(
+    data_dir: Path, wav: dict[str, str], opts: FeatureOptions, bad: BadUtterances
+) -> tuple[dict[str, str], dict[str, int], int]:
+    """Resolve paths and check headers before any work: one sample rate, every utt >= 1 window.
+
+    Returns (paths, samples, rate) of the utterances kept; unreadable or too short ones are dropped.
+    """
     paths, samples, rates = {}, {}, {}
     for utt, entry in wav.items():
-        path = wav_path(entry, f"{data_dir}/wav.scp: {utt}")
+        if utt in bad:
+            continue
         try:
+            path = wav_path(entry, f"{data_dir}/wav.scp: {utt}")
             samples[utt], rates[utt] = audio_info(path)
         except DataError as e:
-            raise DataError(f"{utt}: {e}") from None
+            bad.drop(utt, e)
+            continue
         paths[utt] = str(path)
+    if not rates:
+        bad.check(len(wav))
     distinct = sorted(set(rates.values()))
     if len(distinct) > 1:
         examples = ", ".join(f"{next(u for u in rates if rates[u] == r)} {r} Hz" for r in distinct)
         raise DataError(f"{data_dir}: mixed sample rates ({examples}); resample the corpus to one rate")
     rate = distinct[0]
     win, _ = L.window_samples(rate, opts.frame_length_ms, opts.frame_shift_ms)
-    for utt, n in samples.items():
+    for utt, n in list(samples.items()):
         if n < win:
-            raise DataError(
-                f"{utt}: audio has {n} samples, shorter than one {opts.frame_length_ms:g} ms window "
-                f"({win} samples at {rate} Hz); remove the utterance from {data_dir}"
+            bad.drop(
+                utt,
+                f"audio has {n} samples, shorter than one {opts.frame_length_ms:g} ms window "
+                f"({win} samples at {rate} Hz)",
             )
-    return paths, rate
+            del samples[utt], paths[utt]
+    return paths, samples, rate
 
 
 def _write_features(
@@ -343,8 +367,9 @@ def _write_features(
     rate: int,
     opts: FeatureOptions,
     jobs: int,
+    bad: BadUtterances,
 ) -> dict[str, int]:
-    """Extract and write feats, utt2num_frames, cmvn and frame_shift; return frames per utt."""
+    """Extract and write feats, utt2num_frames, cmvn and frame_shift; return frames per kept utt."""
     frames: dict[str, int] = {}
     stats: dict[str, np.ndarray] = {}
     tasks = [(u, paths[u], rate, opts) for u in utts]
@@ -353,16 +378,21 @@ def _write_features(
     )
 
     def produce() -> Iterator[tuple[str, np.ndarray]]:
-        for utt, feats in _compute(tasks, jobs):
+        for utt, feats, why in _compute(tasks, jobs):
+            bar.update()
+            if feats is None:
+                bad.drop(utt, why or "feature extraction failed")
+                continue
             frames[utt] = len(feats)
             key = utt2spk[utt] if opts.cmvn == "speaker" else utt
             s = cmvn_stats(feats)
             stats[key] = stats[key] + s if key in stats else s
-            bar.update()
             yield utt, feats
 
     with bar, contextlib.closing(produce()) as items:
         write_mat_ark_scp(items, data_dir / "feats.ark", data_dir / "feats.scp")
+    if not frames:
+        raise DataError(f"{data_dir}: every utterance failed feature extraction (see the warnings above)")
     write_table(data_dir / "utt2num_frames", {u: str(n) for u, n in frames.items()})
     cmvn_ark, cmvn_scp = data_dir / "cmvn.ark", data_dir / "cmvn.scp"
     if opts.cmvn == "none":
@@ -375,7 +405,7 @@ def _write_features(
     return frames
 
 
-def _load_segments(data_dir: Path, utts: list[str]) -> tuple[Lang, dict[str, list[L.Segment]]]:
+def _load_segments(data_dir: Path, utts: list[str], bad: BadUtterances) -> tuple[Lang, dict[str, list[L.Segment]]]:
     """Lang and validated phone segments, checked before any audio is read so errors come early."""
     lang = load_lang(data_dir.parent / "lang")
     L.level_maps(lang)  # every level must be reachable from the segment level
@@ -383,27 +413,51 @@ def _load_segments(data_dir: Path, utts: list[str]) -> tuple[Lang, dict[str, lis
     segs = read_segments(data_dir / "phone_segments")
     for utt in utts:
         if utt in segs:
-            L.validate_segments(utt, segs[utt], known)
+            try:
+                L.validate_segments(utt, segs[utt], known)
+            except DataError as e:
+                bad.drop(utt, e)
     return lang, segs
+
+
+def _fit_segments(
+    utts: list[str],
+    samples: dict[str, int],
+    rate: int,
+    opts: FeatureOptions,
+    segs: dict[str, list[L.Segment]],
+    bad: BadUtterances,
+) -> dict[str, list[L.Segment]]:
+    """Segments of each kept utterance fitted to its audio (edge silence, see labels.fit_to_audio).
+
+    Checked from the audio headers, before extraction, so an utterance dropped here is in no output.
+    """
+    fitted = {}
+    for utt in utts:
+        if utt not in segs or utt in bad:
+            continue
+        try:
+            fitted[utt] = L.fit_to_audio(utt, segs[utt], samples[utt], rate)
+        except DataError as e:
+            bad.drop(utt, e)
+    return fitted
 
 
 def _write_labels(
     data_dir: Path,
-    utts: list[str],
     frames: dict[str, int],
     rate: int,
     opts: FeatureOptions,
     lang: Lang,
     segs: dict[str, list[L.Segment]],
 ) -> dict[str, int]:
-    """Frame labels of every lang level from phone_segments; return utterances per level."""
+    """Frame labels of every lang level from the fitted phone segments; return utterances per level."""
+    utts = list(frames)
     per_utt: dict[str, list[str]] = {}
     missing = [u for u in utts if u not in segs]
     for utt in utts:
         if utt not in segs:
             continue
-        covered = L.num_frames(segs[utt][-1][1], rate, opts.frame_length_ms, opts.frame_shift_ms)
-        L.check_lengths(utt, covered, frames[utt], opts.length_tolerance, source="phone segments")
         per_utt[utt] = L.frame_labels_from_segments(
             segs[utt],
             frames[utt],
@@ -422,18 +476,32 @@ def _write_labels(
     return L.write_label_levels(data_dir, lang, per_utt)
 
 
-def make_features(data_dir: str | os.PathLike, opts: FeatureOptions, jobs: int = 1) -> dict[str, int]:
+def make_features(
+    data_dir: str | os.PathLike,
+    opts: FeatureOptions,
+    jobs: int = 1,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    strict: bool = False,
+    force: bool = False,
+) -> dict[str, int]:
     """Run the features stage for one data dir; skip it when ``conf/features.yaml`` is current.
 
-    Returns counts for the CLI: utterances, frames, dim, labelled utterances.
-    Raises DataError (naming the utterance where there is one) for a missing or invalid data
-    dir, unreadable, empty or too-short audio, mixed sample rates and bad phone segments;
-    ConfigError for ``jobs < 1``.  Nothing marks the stage done unless every output is written.
+    ``force`` recomputes everything even then.
+    Returns counts for the CLI: utterances (kept), dropped, frames, dim, labelled utterances.
+    A bad utterance (unreadable, empty, too short or non-finite audio, bad phone segments,
+    segments that do not fit the audio beyond edge silence, see :func:`snnasr.labels.fit_to_audio`)
+    is dropped by name and listed in ``dropped`` (:mod:`snnasr.data.drops`); it is in no output.
+    Raises DataError when more than ``max_bad_fraction`` of the set is bad (any, with ``strict``),
+    for a missing or invalid data dir and for mixed sample rates; ConfigError for ``jobs < 1``.
+    Nothing marks the stage done unless every output is written.
     """
     if jobs < 1:
         raise ConfigError(f"jobs={jobs}: must be at least 1")
     data_dir = Path(data_dir)
     validate_data_dir(data_dir)
+    stale = remove_stale_temporaries(data_dir, data_dir / STATE_FILE.parent)
+    if stale:
+        _warn(f"{data_dir}: removed {stale} temporary files left by an interrupted run")
     wav = read_table(data_dir / "wav.scp")
     utt2spk = read_table(data_dir / "utt2spk")
     utts = list(wav)
@@ -448,35 +516,54 @@ def make_features(data_dir: str | os.PathLike, opts: FeatureOptions, jobs: int =
     state_path = data_dir / STATE_FILE
     state = _read_state(state_path)
     old_inputs = state.get("inputs") or {}
-
-    feats_current = (
-        state.get("hash") == opts.digest()
-        and all(old_inputs.get(k) == inputs[k] for k in ("wav.scp", "utt2spk"))
-        and _scp_keys(data_dir / "feats.scp") == utts
-        and list(_table_or_empty(data_dir / "utt2num_frames")) == utts
-        and (opts.cmvn == "none" or _scp_keys(data_dir / "cmvn.scp") is not None)
+    features_inputs_same = state.get("hash") == opts.digest() and all(
+        old_inputs.get(k) == inputs[k] for k in ("wav.scp", "utt2spk")
     )
-    levels = state.get("label_levels") or []
-    labelled = state.get("labelled", 0)
-    labels_current = (
-        feats_current
-        and all(old_inputs.get(k) == inputs[k] for k in ("phone_segments", "lang"))
-        and all(len(_scp_keys(data_dir / f"labels_{lv}.scp") or []) == labelled for lv in levels)
+    labels_inputs_same = features_inputs_same and all(
+        old_inputs.get(k) == inputs[k] for k in ("phone_segments", "lang")
     )
-    if labels_current:
+    dropped_before = state.get("dropped") or {}
+    kept_before = [u for u in utts if u not in dropped_before]
+    if (
+        not force
+        and labels_inputs_same
+        and _features_complete(data_dir, kept_before, opts)
+        and all(
+            len(_scp_keys(data_dir / f"labels_{lv}.scp") or []) == state.get("labelled", 0)
+            for lv in state.get("label_levels") or []
+        )
+    ):
         print(f"{data_dir}: features up to date ({STATE_FILE} matches); skipping", file=sys.stderr)
-        return {"utterances": len(utts), "frames": state["frames"], "dim": state["dim"], "labelled": labelled}
+        return {
+            "utterances": len(kept_before),
+            "dropped": len(dropped_before),
+            "frames": state["frames"],
+            "dim": state["dim"],
+            "labelled": state.get("labelled", 0),
+        }
 
     # From here until the state file is rewritten, the outputs are not trusted.
     state_path.unlink(missing_ok=True)
-    lang_segs = _load_segments(data_dir, utts) if has_segments else None
-    if feats_current:
-        rate = state["sample_rate"]
+    bad = BadUtterances("features", data_dir, max_bad_fraction, strict)
+    lang, segs = _load_segments(data_dir, utts, bad) if has_segments else (None, {})
+    paths, samples, rate = _scan_audio(data_dir, wav, opts, bad)
+    fitted = _fit_segments(utts, samples, rate, opts, segs, bad) if has_segments else {}
+    bad.check(len(utts))
+    # Utterances the previous run dropped while extracting (e.g. NaN samples) stay dropped.
+    failed_before = state.get("extraction_dropped") or {} if features_inputs_same else {}
+    kept = [u for u in utts if u not in bad and u not in failed_before]
+    if not force and features_inputs_same and _features_complete(data_dir, kept, opts):
+        print(f"{data_dir}: features up to date, redoing the labels only", file=sys.stderr)
+        for utt, why in failed_before.items():
+            bad.drop(utt, why)
         frames = {u: int(n) for u, n in read_table(data_dir / "utt2num_frames").items()}
     else:
-        paths, rate = _scan_audio(data_dir, wav, opts)
-        frames = _write_features(data_dir, utts, utt2spk, paths, rate, opts, jobs)
-    label_counts = _write_labels(data_dir, utts, frames, rate, opts, *lang_segs) if lang_segs else {}
+        before_extraction = set(bad.reasons)
+        frames = _write_features(data_dir, kept, utt2spk, paths, rate, opts, jobs, bad)
+        failed_before = {u: r for u, r in bad.reasons.items() if u not in before_extraction}
+    bad.check(len(utts))
+    label_counts = _write_labels(data_dir, frames, rate, opts, lang, fitted) if lang is not None else {}
+    bad.finish(len(utts))
 
     labelled = next(iter(label_counts.values()), 0)
     new_state = {
@@ -486,16 +573,33 @@ def make_features(data_dir: str | os.PathLike, opts: FeatureOptions, jobs: int =
         "sample_rate": rate,
         "frame_shift": opts.frame_shift_ms / 1000,
         "frame_length": opts.frame_length_ms / 1000,
-        "utterances": len(utts),
+        "utterances": len(frames),
         "frames": int(sum(frames.values())),
         "label_levels": list(label_counts),
         "labelled": labelled,
+        "dropped": dict(bad.reasons),
+        "extraction_dropped": failed_before,
         "options": asdict(opts),
         "hash": opts.digest(),
         "inputs": inputs,
     }
     write_text(state_path, yaml.safe_dump(new_state, sort_keys=False))
-    return {"utterances": len(utts), "frames": new_state["frames"], "dim": opts.dim, "labelled": labelled}
+    return {
+        "utterances": len(frames),
+        "dropped": len(bad),
+        "frames": new_state["frames"],
+        "dim": opts.dim,
+        "labelled": labelled,
+    }
+
+
+def _features_complete(data_dir: Path, utts: list[str], opts: FeatureOptions) -> bool:
+    """feats, utt2num_frames (and cmvn) hold exactly ``utts``: written by a run that completed."""
+    return (
+        _scp_keys(data_dir / "feats.scp") == utts
+        and list(_table_or_empty(data_dir / "utt2num_frames")) == utts
+        and (opts.cmvn == "none" or _scp_keys(data_dir / "cmvn.scp") is not None)
+    )
 
 
 def _table_or_empty(path: Path) -> dict[str, str]:

@@ -37,6 +37,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     if "b" in mode:
         encoding = None
     try:
+        # mkstemp makes the file 0600; give it the mode any new file gets (a shared recipe dir
+        # must stay readable to colleagues).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
@@ -46,6 +49,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(*dirs: str | os.PathLike) -> int:
+    """Delete the ``.<name>.*.tmp`` files :func:`atomic_write` left in ``dirs`` when a run was killed.
+
+    Such a file is never renamed into place, so nothing reads it; a stage calls this when it
+    starts on a directory it owns (one stage at a time per directory).  Returns how many.
+    """
+    n = 0
+    for d in dirs:
+        for p in Path(d).glob(".*.tmp") if Path(d).is_dir() else []:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -31,6 +31,10 @@ Segment = tuple[int, int, str]
 
 DEFAULT_TOLERANCE = 2
 MERGED_SYMBOLS = ("q",)
+# Segment symbols that mark utterance-edge silence (TIMIT ``h#``; FSDD/LibriSpeech ``sil``), and
+# how much unlabelled audio next to them :func:`fit_to_audio` labels as that silence.
+EDGE_SILENCE = ("h#", "sil")
+EDGE_LIMIT_S = 0.5
 
 
 def window_samples(sample_rate: int, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0) -> tuple[int, int]:
@@ -71,6 +75,57 @@ def validate_segments(uttid: str, segments: Sequence[Segment], symbols: Iterable
         if known is not None and sym not in known:
             raise DataError(f"{where}: unknown symbol {sym!r}; it is not in the lang's segment level")
         prev_end = end
+
+
+def fit_to_audio(
+    uttid: str,
+    segments: Sequence[Segment],
+    num_samples: int,
+    sample_rate: int,
+    limit_s: float = EDGE_LIMIT_S,
+    silence: Iterable[str] = EDGE_SILENCE,
+) -> list[Segment]:
+    """Make segments span exactly ``[0, num_samples)`` by stretching edge silence, within limits.
+
+    Real LDC TIMIT has ``.PHN`` files whose first ``h#`` starts after sample 0, or whose last
+    ``h#`` ends before (or a little after) the audio does.  That unlabelled audio is the same
+    silence, so the edge ``h#`` (any ``silence`` symbol) is stretched or clipped to the audio's
+    edge when the gap is at most ``limit_s`` seconds.  A larger gap, or one next to a segment
+    that is not silence, is a DataError saying which edge, by how much, and next to what: such
+    segments do not describe this audio, and the caller drops the utterance.
+    """
+    if not segments:
+        raise DataError(f"{uttid}: no phone segments; re-run snnasr prep for this corpus")
+    silence = set(silence)
+    segs = [list(s) for s in segments]
+    limit = int(round(limit_s * sample_rate))
+    total = f"{num_samples} samples ({num_samples / sample_rate:.2f} s)"
+
+    def fix(edge: str, gap: int, seg: list, where: str) -> None:
+        what = f"{gap / sample_rate:.2f} s of audio {where} unlabelled" if gap > 0 else None
+        if gap < 0:
+            what = f"the segments run {-gap / sample_rate:.2f} s past the end of the audio"
+        if seg[2] not in silence:
+            raise DataError(
+                f"{uttid}: {what} (audio {total}), next to {edge} segment {seg[2]!r}, which is not "
+                f"silence ({'/'.join(sorted(silence))}); the segments do not match this audio: fix them"
+            )
+        if abs(gap) > limit:
+            raise DataError(
+                f"{uttid}: {what} (audio {total}), more than the {limit_s:g} s of edge silence "
+                f"snnasr labels as {seg[2]!r}; the segments do not match this audio: fix them"
+            )
+
+    if segs[0][0] != 0:
+        fix("the first", segs[0][0], segs[0], "before the first segment is")
+        segs[0][0] = 0
+    end = segs[-1][1]
+    if end != num_samples:
+        fix("the last", num_samples - end, segs[-1], "after the last segment is")
+        # Clip every segment to the audio (an overhanging h# may be preceded by zero-length ones).
+        segs = [[min(a, num_samples), min(b, num_samples), p] for a, b, p in segs]
+        segs[-1][1] = num_samples
+    return [(a, b, p) for a, b, p in segs]
 
 
 def merge_symbols(uttid: str, segments: Sequence[Segment], merged: Iterable[str] = MERGED_SYMBOLS) -> list[Segment]:
@@ -127,9 +182,11 @@ def check_lengths(
 ) -> None:
     """Raise DataError naming ``uttid`` when label and feature frame counts differ by > tolerance."""
     if abs(n_labels - n_frames) > tolerance:
+        side = "short of" if n_labels < n_frames else "beyond"
         raise DataError(
-            f"{uttid}: {source} cover {n_labels} frames but the features have {n_frames} "
-            f"(tolerance {tolerance}); the {source} do not belong to this audio or framing"
+            f"{uttid}: {source} cover {n_labels} frames but the features have {n_frames}: "
+            f"{abs(n_labels - n_frames)} frames {side} the audio, more than the length_tolerance of "
+            f"{tolerance}; check that they belong to this audio (or raise length_tolerance)"
         )
 
 

@@ -240,7 +240,7 @@ def export_nir(
     and DataError if the graph fails to reproduce the model's spikes on a random input.
     """
     from snnasr.evaluate import resolve_exp  # noqa: PLC0415
-    from snnasr.train import load_model  # noqa: PLC0415
+    from snnasr.checkpoint import load_model  # noqa: PLC0415
 
     nir = _nir()
     if not dt > 0:

@@ -8,7 +8,13 @@ pastes), ``report.csv`` (one row per run and set), ``accuracy_vs_ops.png``,
 Numbers are only comparable on the same frames and labels, so results are split into one table
 per (set, training label level, score level, ops convention, energy preset); each table starts
 with a line naming them.  Within a table, runs of the same architecture whose configs differ
-only in the seed (same ``config_key``) are one row with mean +- sd (sample sd) over the seeds.
+only in the seed (same ``config_key``) are one row with mean +- sd (sample sd) over the seeds;
+two such runs with the same seed are refused (they are not repeats).
+
+Bookkeeping: a result whose model has since been replaced (retrained, resumed) is left out with
+a warning (:func:`current_results`); one of a model that had not finished training is marked
+"unfinished" in its row and below the tables.  ``eval --ops-convention official`` writes
+``results_official.json``, which the report reads only when given it explicitly.
 """
 
 from __future__ import annotations
@@ -165,6 +171,39 @@ def load_results(paths: list[Path]) -> list[dict]:
     return out
 
 
+def current_results(results: list[dict]) -> list[dict]:
+    """Results whose model is still the run's ``model.pt``; stale ones are left out, one warning each.
+
+    A result records its model's content hash (``model.sha``, see
+    :func:`snnasr.checkpoint.model_stamp`): a model retrained or resumed since the evaluation
+    makes the numbers describe a model that no longer exists.  Results without the record
+    (older snnasr) are kept.
+    """
+    import hashlib
+
+    kept = []
+    for r in results:
+        sha = (r.get("model") or {}).get("sha")
+        model = Path(r["_run_dir"]) / "model.pt"
+        if sha is not None:
+            now = hashlib.sha256(model.read_bytes()).hexdigest()[:16] if model.is_file() else None
+            if now != sha:
+                click.echo(
+                    f"snnasr report: warning: {r['_path']}: scored a model.pt that has since been "
+                    f"{'replaced' if now else 'removed'}; left out (re-run snnasr eval {r['_run_dir']} --set {r['set']})",
+                    err=True,
+                )
+                continue
+        kept.append(r)
+    if results and not kept:
+        raise DataError("every result is stale (see the warnings above); re-run snnasr eval for each run")
+    return kept
+
+
+def _unfinished(r: dict) -> bool:
+    return (r.get("model") or {}).get("finished") is False
+
+
 def _arch_rank(r: dict) -> tuple[int, str]:
     arch = str(r.get("arch"))
     return (ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER), str(r.get("arch_label", arch)))
@@ -180,10 +219,26 @@ def group_rows(results: list[dict]) -> list[tuple[str, list[dict]]]:
         per_label[label] += 1
     rows = []
     for (label, _), runs in sorted(groups.items(), key=lambda kv: _arch_rank(kv[1][0])):
+        _check_distinct_seeds(runs)
         if per_label[label] > 1:
             label = f"{label} [{', '.join(sorted(r['run'] for r in runs))}]"
+        if any(_unfinished(r) for r in runs):
+            label += " (unfinished: " + ", ".join(sorted(r["run"] for r in runs if _unfinished(r))) + ")"
         rows.append((label, runs))
     return rows
+
+
+def _check_distinct_seeds(runs: list[dict]) -> None:
+    """Runs averaged into one row must be independent repeats: one per seed."""
+    by_seed: dict[Any, str] = {}
+    for r in runs:
+        seed = r.get("seed")
+        if seed in by_seed:
+            raise DataError(
+                f"{by_seed[seed]} and {r['_path']}: same configuration and seed {seed}, so not independent "
+                f"repeats; remove one (or give the runs to report explicitly), or retrain with another seed="
+            )
+        by_seed[seed] = r["_path"]
 
 
 def render_markdown(results: list[dict], plots: list[str]) -> str:
@@ -210,6 +265,14 @@ def render_markdown(results: list[dict], plots: list[str]) -> str:
         "mean ± sample sd over seeds (configs otherwise identical).",
         "",
     ]
+    unfinished = sorted({r["run"] for r in results if _unfinished(r)})
+    if unfinished:
+        parts += [
+            "Unfinished (evaluated before training ran all its epochs; numbers will change): "
+            + ", ".join(f"`{u}`" for u in unfinished)
+            + ".",
+            "",
+        ]
     parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(parts) + "\n"
 
@@ -407,7 +470,7 @@ def build_report(
     """
     recipe_dir = Path(recipe_dir)
     out = Path(out_dir) if out_dir is not None else recipe_dir / "exp"
-    results = load_results(_find_results(recipe_dir, runs or []))
+    results = current_results(load_results(_find_results(recipe_dir, runs or [])))
     out.mkdir(parents=True, exist_ok=True)
     plots = make_plots(results, out)
     write_text(out / "report.csv", render_csv(results))

@@ -4,10 +4,11 @@ Inputs (under the recipe dir): ``data/<train_set>/`` and ``data/<dev_set>/`` wit
 ``cmvn.scp`` and ``labels_<level>.scp``; ``data/lang/``.  Outputs in ``exp/<run>/``:
 
 ``config.yaml``       the fully resolved config;
-``model.pt``          best epoch on dev frame accuracy (see :func:`load_model`);
+``model.pt``          best epoch on dev frame accuracy (see :mod:`snnasr.checkpoint`, which
+                      reads and writes it and the checkpoints with their data fingerprint);
 ``checkpoints/epoch<N>.pt``   state after epoch N (1-based): model, optimiser, lr, RNG states,
                       new-bob and best-so-far bookkeeping, metrics so far;
-``checkpoints/epoch<N>.interrupted.pt``  written on Ctrl-C during epoch N;
+``checkpoints/epoch<N>.interrupted.pt``  written on Ctrl-C or SIGTERM during epoch N;
 ``metrics.jsonl``     one JSON line per epoch (fields in :func:`fit`);
 ``train.log``         the command line and every line printed.
 
@@ -21,24 +22,26 @@ loss, accuracy or sparsity (the seed counted it).
 Exactness: everything random in an epoch comes from ``cfg.seed`` -- minibatches from a generator
 seeded with ``(seed, epoch)``, dropout from the global torch RNG whose state is checkpointed -- so
 ``train 2 epochs`` and ``train 1 epoch + --resume`` give identical metrics on CPU.  A Ctrl-C
-finishes the current optimiser step, saves ``epoch<N>.interrupted.pt`` with the position inside
+or SIGTERM (:mod:`snnasr.runtime`) finishes the current optimiser step, saves ``epoch<N>.interrupted.pt`` with the position inside
 the epoch and the partial sums, and exits with code 130; ``--resume`` continues the epoch from
 the next minibatch (same batches, same RNG state), so interrupting does not change the result
 either.  A second Ctrl-C aborts at once (a checkpoint is still written, but the step it cut
-may be half-done).
+may be half-done).  ``kill -9`` loses at most the epoch in progress: checkpoints are written
+atomically, so ``--resume`` starts from the last complete one.
+
+Non-finite numbers: a minibatch whose loss or gradient is NaN/inf is skipped (weights, optimiser
+and buffers unchanged) and counted in ``skipped_steps``; ``train.max_nonfinite_steps`` in a row
+stop the run with one line, keeping the last good checkpoint, and an epoch whose dev loss is not
+finite never becomes ``model.pt``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import os
-import random
-import re
 import shlex
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -46,38 +49,21 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from snnasr import checkpoint as ckpt_io
 from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
-from snnasr.config import Config, config_from_dict, load_config, save_config
-from snnasr.io import ConfigError, DataError, atomic_write, write_text
-
-CHECKPOINT_RE = re.compile(r"^epoch(\d+)(\.interrupted)?\.pt$")
-
-
-def _build(arch: str, model_cfg: Any, n_in: int, n_out: int) -> torch.nn.Module:
-    # Imported late: the CLI must start without loading every model.
-    from snnasr.models import build
-
-    return build(arch, model_cfg, n_in, n_out)
+from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint, fingerprint_changes
+from snnasr.config import Config, load_config, save_config
+from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
+from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 
 
 def batch_seed(seed: int, epoch: int) -> int:
     """Seed of epoch ``epoch``'s minibatch plan (0-based): a pure function, so resume needs no state."""
     return seed * 1_000_003 + epoch
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; asking for absent CUDA is a ConfigError."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-    return device
 
 
 def newbob(lr: float, prev_err: float | None, err: float, threshold: float, floor: float) -> float:
@@ -118,6 +104,7 @@ class Totals:
     zeros: torch.Tensor | None = None
     widths: list[int] = field(default_factory=list)
     frames: int = 0
+    skipped: int = 0  # minibatches whose step was skipped (non-finite loss or gradient)
 
     @classmethod
     def new(cls, device: torch.device) -> Totals:
@@ -151,6 +138,7 @@ class Totals:
             "frames": self.frames,
             "zeros": None if self.zeros is None else self.zeros.tolist(),
             "widths": self.widths,
+            "skipped": self.skipped,
         }
 
     @classmethod
@@ -160,6 +148,7 @@ class Totals:
         t.correct.fill_(state["correct"])
         t.frames = state["frames"]
         t.widths = list(state["widths"])
+        t.skipped = int(state.get("skipped", 0))
         if state["zeros"] is not None:
             t.zeros = torch.tensor(state["zeros"], dtype=torch.long, device=device)
         return t
@@ -174,10 +163,24 @@ def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed):
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed, grad_clip: float):
-    """One optimiser step on the per-frame mean loss; returns the sums for :class:`Totals`."""
+    """One optimiser step on the per-frame mean loss; returns the sums for :class:`Totals`.
+
+    Returns None, having changed nothing (weights, optimiser state, buffers such as BN running
+    stats and quantiser ranges), when the loss or a gradient is not finite: one bad minibatch
+    must not poison the model.  Checking costs one device sync per step.
+    """
+    buffers = [b.detach().clone() for b in model.buffers()]
     loss, correct, zeros, widths = _forward_stats(model, batch, data)
     opt.zero_grad(set_to_none=True)
     (loss / batch.n_frames).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+    if not bool(torch.isfinite(loss.detach() + norm)):
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+        return None
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
@@ -212,53 +215,6 @@ def parameter_counts(model: torch.nn.Module) -> list[tuple[str, str, int]]:
     return rows
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    torch.backends.cudnn.benchmark = False  # autotuning picks kernels nondeterministically
-
-
-def checkpoints(exp_dir: Path) -> list[Path]:
-    """Checkpoints of a run, oldest first (an interrupted epoch N sorts after epoch N-1)."""
-    found = []
-    for path in (Path(exp_dir) / "checkpoints").glob("epoch*.pt"):
-        m = CHECKPOINT_RE.match(path.name)
-        if m:
-            found.append(((int(m.group(1)), m.group(2) is None), path))
-    return [p for _, p in sorted(found)]
-
-
-def check_exp_dir(exp_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run); refuse to overwrite or guess."""
-    found = checkpoints(exp_dir)
-    if resume and not found:
-        raise DataError(f"{exp_dir}: no checkpoint to resume from; run without --resume")
-    if not resume and found:
-        raise DataError(f"{exp_dir}: already has checkpoints; pass --resume to continue it or choose another --exp")
-    return found[-1] if resume else None
-
-
-def _save(path: Path, obj: dict) -> None:
-    with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
-
-
 class _Log:
     """Prints a line and appends it to train.log (an append-only record, not read back)."""
 
@@ -269,36 +225,6 @@ class _Log:
         click.echo(line)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
-
-
-class _Stop:
-    """Set by the first Ctrl-C; the training loop stops at the next step boundary."""
-
-    requested = False
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _deferred_sigint() -> Iterator[_Stop]:
-    stop = _Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.requested:
-            raise KeyboardInterrupt
-        stop.requested = True
-        click.echo("\ninterrupt: finishing this step, then writing a checkpoint (Ctrl-C again aborts now)", err=True)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _comparable(config: dict) -> dict:
@@ -357,7 +283,8 @@ def fit(
             f"dev set has {dev_data.dim}-dim features and {dev_data.num_classes} classes but the "
             f"training set {n_in} and {n_out}; make both with the same snnasr features settings"
         )
-    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last is not None else None
+    fingerprint = {"train": data_fingerprint(train_data), "dev": data_fingerprint(dev_data)}
+    ckpt = ckpt_io.load_checkpoint(last) if last is not None else None
     if ckpt is not None:
         if (ckpt["n_in"], ckpt["n_out"]) != (n_in, n_out):
             raise DataError(
@@ -370,6 +297,7 @@ def fit(
                 f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
                 f"pass the same --config/overrides (only train.epochs may change)"
             )
+        _check_same_data(exp_dir, last, ckpt.get("data"), fingerprint)
 
     train = pack(_items(train_data), n_out).to(dev)
     devset = pack(_items(dev_data), n_out).to(dev)
@@ -377,12 +305,13 @@ def fit(
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "checkpoints").mkdir(exist_ok=True)
+    remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
     save_config(cfg, exp_dir / "config.yaml")
     log = _Log(exp_dir / "train.log")
     log(f"# {shlex.join(sys.argv)}")
 
-    _seed_everything(cfg.seed)
-    model = _build(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
+    seed_everything(cfg.seed)
+    model = ckpt_io.build_model(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     log(
         f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
@@ -401,7 +330,7 @@ def fit(
         lr, best_acc, best_epoch = ckpt["lr"], ckpt["best_acc"], ckpt["best_epoch"]
         prev_err, metrics = ckpt["prev_err"], ckpt["metrics"]
         epoch, step, elapsed, partial = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["partial"]
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"
         log(f"resumed from {last} ({where})")
     for group in opt.param_groups:
@@ -409,10 +338,11 @@ def fit(
     _write_metrics(exp_dir, metrics)
     if epoch >= tc.epochs:
         log(f"already trained {epoch} epochs (train.epochs={tc.epochs}); nothing to do")
+        _mark_finished(exp_dir, tc.epochs)
         return metrics
 
     def checkpoint(path: Path, **position: Any) -> None:
-        _save(
+        ckpt_io.save(
             path,
             {
                 "model": model.state_dict(),
@@ -422,8 +352,9 @@ def fit(
                 "best_epoch": best_epoch,
                 "prev_err": prev_err,
                 "metrics": metrics,
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "config": asdict(cfg),
+                "data": fingerprint,
                 "n_in": n_in,
                 "n_out": n_out,
                 "arch": cfg.model.arch,
@@ -432,7 +363,8 @@ def fit(
         )
 
     interactive = sys.stderr.isatty()
-    with _deferred_sigint() as stop:
+    bad_in_a_row = 0
+    with deferred_stop() as stop:
         while epoch < tc.epochs:
             max_len = curriculum_max_len(tc.curriculum, epoch)
             batches = epoch_batches(train, max_len, tc.batch_frames, seed=batch_seed(cfg.seed, epoch), device=dev)
@@ -451,9 +383,15 @@ def fit(
             try:
                 while step < len(batches):
                     stop.check()
-                    totals.add(
-                        *_train_step(model, opt, batches[step], train, tc.grad_clip), frames=batches[step].n_frames
-                    )
+                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip)
+                    if sums is None:  # non-finite loss or gradient: the step was not taken
+                        totals.skipped += 1
+                        bad_in_a_row += 1
+                        if bad_in_a_row >= tc.max_nonfinite_steps:
+                            raise _diverged(exp_dir, epoch, step, bad_in_a_row)
+                    else:
+                        bad_in_a_row = 0
+                        totals.add(*sums, frames=batches[step].n_frames)
                     step += 1
                     bar.update(1)
                     if interactive and (step % tc.log_every == 0 or step == len(batches)):
@@ -478,7 +416,7 @@ def fit(
             bar.close()
             train_stats = totals.summary()
             dev_acc = result["acc"]
-            is_best = dev_acc > best_acc
+            is_best = dev_acc > best_acc and math.isfinite(result["loss"])
             row = {
                 "epoch": epoch + 1,
                 "max_len": max_len,
@@ -490,12 +428,13 @@ def fit(
                 "best": is_best,
                 "seconds": elapsed + time.perf_counter() - start,
                 "frames_per_s": totals.frames / max(train_seconds, 1e-9),
+                "skipped_steps": totals.skipped,
             }
             metrics.append(row)
             if is_best:
                 best_acc, best_epoch = dev_acc, epoch + 1
-                _save(
-                    exp_dir / "model.pt",
+                ckpt_io.save(
+                    exp_dir / ckpt_io.MODEL,
                     {
                         "config": asdict(cfg),
                         "state_dict": model.state_dict(),
@@ -503,8 +442,11 @@ def fit(
                         "n_out": n_out,
                         "level": train_data.level,
                         "epoch": epoch + 1,
+                        "epochs": tc.epochs,
+                        "finished": False,
                         "dev_acc": dev_acc,
                         "arch": cfg.model.arch,
+                        "data": fingerprint,
                     },
                 )
             lr_next = newbob(lr, prev_err, 1.0 - dev_acc, tc.newbob_threshold, tc.lr_floor)
@@ -517,8 +459,44 @@ def fit(
             (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
             _write_metrics(exp_dir, metrics)
             log(_summary_line(row, tc.epochs, lr_used, lr))
+    _mark_finished(exp_dir, tc.epochs)
     log(f"best dev frame accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}")
     return metrics
+
+
+def _mark_finished(exp_dir: Path, epochs: int) -> None:
+    """Record in model.pt that training ran all ``epochs``: evaluations of it are final, not partial."""
+    path = exp_dir / ckpt_io.MODEL
+    if not path.is_file():
+        return
+    blob = ckpt_io.load(path, "model", "re-train it", ("epoch",), weights_only=True)
+    if blob.get("finished") and blob.get("epochs") == epochs:
+        return
+    blob.update(finished=True, epochs=epochs)
+    ckpt_io.save(path, blob)
+
+
+def _check_same_data(exp_dir: Path, last: Path, saved: dict | None, now: dict) -> None:
+    """Refuse to resume on data other than the run was trained on (one line: what changed)."""
+    if saved is None:
+        click.echo(f"snnasr train: warning: {last} records no data fingerprint (older snnasr); not checked", err=True)
+        return
+    for role in ("train", "dev"):
+        changes = fingerprint_changes(saved.get(role, {}), now[role])
+        if changes:
+            raise DataError(
+                f"{exp_dir}: the {role} data changed since {last.name} was written ({'; '.join(changes)}); "
+                f"recompute the features with the run's options, or train a new run with --exp NAME"
+            )
+
+
+def _diverged(exp_dir: Path, epoch: int, step: int, n: int) -> SnnasrError:
+    good = checkpoints(exp_dir)
+    keep = f"the last good checkpoint {good[-1]} is kept" if good else "no checkpoint was written yet"
+    return SnnasrError(
+        f"{n} minibatches in a row had a non-finite loss or gradient (epoch {epoch + 1}, up to minibatch "
+        f"{step + 1}); training stopped, {keep}; lower train.lr, set train.grad_clip, or check the model.* values"
+    )
 
 
 def _summary_line(row: dict, epochs: int, lr_used: float, lr_next: float) -> str:
@@ -541,29 +519,15 @@ def _write_metrics(exp_dir: Path, metrics: list[dict]) -> None:
     write_text(exp_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
 
 
-def load_model(
-    exp_dir: str | os.PathLike, device: str | torch.device | None = None
-) -> tuple[torch.nn.Module, Config, dict]:
-    """The best model of a run, in eval mode on ``device``; ``meta`` = model.pt minus weights/config.
-
-    Raises DataError when ``exp_dir/model.pt`` is missing.
-    """
-    path = Path(exp_dir) / "model.pt"
-    if not path.is_file():
-        raise DataError(f"{path}: no trained model; run snnasr train first (or check the exp name)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = config_from_dict(blob["config"])
-    model = _build(blob["arch"], cfg.model, blob["n_in"], blob["n_out"])
-    model.load_state_dict(blob["state_dict"])
-    model.to(resolve_device(device)).eval()
-    return model, cfg, {k: v for k, v in blob.items() if k not in ("config", "state_dict")}
-
-
 def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
     """Fail early, naming the command that makes what is missing."""
     d = recipe_dir / "data" / name
     if not d.is_dir():
         raise DataError(f"{d}: {role} set not found; run snnasr prep for this recipe (or set data.{role}_set)")
+    if (d / "wav.scp").is_file():  # a prepared set (not features imported alone): check it as Kaldi would
+        from snnasr.data.datadir import validate_data_dir
+
+        validate_data_dir(d)
     if not (d / "feats.scp").is_file():
         raise DataError(f"{d / 'feats.scp'}: no features; run snnasr features --sets {name} -d {recipe_dir}")
     if not (d / f"labels_{level}.scp").is_file():
@@ -608,10 +572,11 @@ def run_training(
         return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=device)
     except KeyboardInterrupt:
         if checkpoints(exp_dir):
-            click.echo(
-                f"snnasr train: interrupted; continue with: snnasr train --exp {exp_dir.name} --resume -d {recipe_dir}",
-                err=True,
-            )
+            words = ["snnasr", "train"] + (["--arch", arch] if arch else [])
+            words += ["--config", str(config_path)] if config_path is not None else []
+            words += ["--exp", exp_dir.name, "--resume"] + (["--device", device] if device else [])
+            words += ["-d", str(recipe_dir), *overrides]
+            click.echo(f"snnasr train: interrupted; continue with: {shlex.join(words)}", err=True)
         else:
             click.echo("snnasr train: interrupted before the first checkpoint; nothing to resume", err=True)
         raise SystemExit(130) from None

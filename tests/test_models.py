@@ -9,33 +9,33 @@ import torch.nn.functional as F
 from snnasr.config import ModelConfig
 from snnasr.io import ConfigError
 from snnasr.models import LayerSpec, build
-from snnasr.models.lif import LIFState, lif_step
-from snnasr.models.proposed import GatedSpikingLayer, GatedState, gated_step
-from snnasr.models.spikes import Quantizer, quant_scale, quantize
+from snnasr.models.lif import LIFParams, LIFState, lif_reset_zero_step, lif_step
+from snnasr.models.proposed import GatedParams, GatedSpikingLayer, GatedState, gated_step
+from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, quant_scale, quantize
 
 ARCHS = [("lstm", {}), ("gru", {}), ("lif", {}), ("proposed", {"recurrent": True}), ("proposed", {"recurrent": False})]
 
 
-def _fixed_quantizer(n_bits: int, threshold: int, r: float) -> Quantizer:
-    q = Quantizer(n_bits, threshold).double().eval()
-    q.range.fill_(r)
-    return q
+def _frozen(n_bits: int, threshold: int, r: float) -> tuple[QuantConfig, RangeState]:
+    """An eval-mode quantiser (no range tracking) at range ``r``, as the step functions take it."""
+    zero = torch.zeros((), dtype=torch.float64)
+    return QuantConfig(n_bits, threshold, "ste-box", 1.0, 0.1, False), RangeState(zero, zero, zero + r)
 
 
-def _levels(s: torch.Tensor, q: Quantizer) -> list:
-    return torch.round(s * quant_scale(q.range, q.n_bits)).long().tolist()
+def _levels(s: torch.Tensor, rng: RangeState, cfg: QuantConfig) -> list:
+    return torch.round(s * quant_scale(rng.range, cfg.n_bits)).long().tolist()
 
 
 def test_lif_step_by_hand():
     # b=3, R=4: Δ ≈ 1, levels |q| <= 3, dead zone k=1 (fires when |v'| >= 2Δ).
-    quant = _fixed_quantizer(3, 1, 4.0)
+    cfg, rng = _frozen(3, 1, 4.0)
     decay = torch.tensor([0.5, 1.0], dtype=torch.float64)
     drive = torch.tensor([[1.5, 0.5], [1.0, 0.5], [0.0, 0.6], [0.0, 5.0]], dtype=torch.float64)
-    state = LIFState(torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64))
+    state = LIFState(torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), rng)
     levels = []
     for j in drive:
-        s, state = lif_step(j[None], state, decay, quant)
-        levels.append(_levels(s, quant)[0])
+        s, state = lif_step((j[None],), state, LIFParams(decay, cfg), None)
+        levels.append(_levels(s, rng, cfg)[0])
     # n0: v' = 1.5 (dead zone), 3.25 -> 3 (reset to .2497), 1.1247, 1.5622 (dead zone).
     # n1: v' = .5, 1.5, 3.1 -> 3, 6.6997 clipped to R -> 3 (top level); v keeps the excess.
     assert levels == [[0, 0], [3, 0], [0, 3], [0, 3]]
@@ -49,31 +49,31 @@ def test_lif_step_by_hand():
 
 def test_lif_reset_to_zero_by_hand():
     # b=1 (binary), R=2: Δ = 1/0.9999, fires when v' >= Δ; reset: zero sets v to 0 where it fired.
-    quant = _fixed_quantizer(1, 0, 2.0)
+    cfg, rng = _frozen(1, 0, 2.0)
     decay = torch.tensor([0.5], dtype=torch.float64)
-    state = LIFState(torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+    state = LIFState(torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64), rng)
     fired = []
     for j in (0.6, 0.2, 0.9, 0.0):
-        s, state = lif_step(torch.tensor([[j]], dtype=torch.float64), state, decay, quant, reset_to_zero=True)
-        fired.append(_levels(s, quant)[0][0])
+        s, state = lif_reset_zero_step((torch.tensor([[j]], dtype=torch.float64),), state, LIFParams(decay, cfg), None)
+        fired.append(_levels(s, rng, cfg)[0][0])
     # I = .6, .5, 1.15, .575; v' = .6, 1.1 (fires -> 0), 1.15 (fires -> 0), .575
     assert fired == [0, 1, 1, 0]
     assert torch.allclose(state.membrane, torch.tensor([[0.575]], dtype=torch.float64))
 
 
 def test_gated_step_by_hand():
-    quant = _fixed_quantizer(3, 0, 4.0)
+    cfg, rng = _frozen(3, 0, 4.0)
     delta = 1 / 0.9999
     u = torch.zeros(4, 2, dtype=torch.float64)
     u[2, 1] = 0.5  # candidate of neuron 0 sees 0.5 x neuron 1's previous spike
     pre_c = [(1.0, 2.5), (0.2, 2.5), (0.0, 0.0)]
     zero = torch.zeros(1, 2, dtype=torch.float64)
-    state = GatedState(zero, zero, zero)
+    state = GatedState(zero, zero, zero, rng)
     levels = []
     for c0, c1 in pre_c:  # forget pre-activations 0 -> z = 0.5
         pre = torch.tensor([[0.0, 0.0, c0, c1]], dtype=torch.float64)
-        s, state = gated_step(pre, state, u, None, quant)
-        levels.append(_levels(s, quant)[0])
+        s, state = gated_step((pre,), state, GatedParams(u, None, cfg), None)
+        levels.append(_levels(s, rng, cfg)[0])
     # h1 = (.5, 1.25); h2 = (.25 + .5 relu(.2 + .5Δ), 1.875); h3 = (.5 h2_0 + .5 (.5 * 2Δ), .9375)
     assert levels == [[0, 1], [1, 2], [0, 1]]
     h2_0 = 0.25 + 0.5 * (0.2 + 0.5 * delta)

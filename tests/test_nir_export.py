@@ -74,7 +74,7 @@ def test_exported_graph_reproduces_the_models_spikes_under_nirtorch(recipe: Path
     assert "spikes checked" in result.output
 
     from snnasr.dataset import UtteranceDataset
-    from snnasr.train import load_model
+    from snnasr.checkpoint import load_model
 
     _, feats, _ = UtteranceDataset(recipe / "data" / "train_yesno", level="pdf")[0]
     x = feats.double().numpy()

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import snnasr.checkpoint as C
 import snnasr.train as T
 from snnasr.config import load_config
 from snnasr.io import ConfigError, DataError
@@ -59,7 +60,7 @@ class TinyModel(nn.Module):
 
 @pytest.fixture
 def tiny_build(monkeypatch):
-    monkeypatch.setattr(T, "_build", lambda arch, mcfg, n_in, n_out: TinyModel(n_in, n_out))
+    monkeypatch.setattr(C, "build_model", lambda arch, mcfg, n_in, n_out: TinyModel(n_in, n_out))
 
 
 TRAIN = [7, 30, 55, 12, 90, 3, 41, 26, 60, 17]
@@ -172,7 +173,7 @@ def test_fit_writes_run_and_model_loads(tmp_path, tiny_build):
     log = (run / "train.log").read_text()
     assert log.startswith("# ") and "total" in log and "epoch 2/2" in log
 
-    model, cfg, meta = T.load_model(run, device="cpu")
+    model, cfg, meta = C.load_model(run, device="cpu")
     best = max(rows, key=lambda r: r["dev_acc"])
     assert meta["epoch"] == best["epoch"] and meta["dev_acc"] == best["dev_acc"]
     assert (meta["n_in"], meta["n_out"], meta["level"]) == (4, 3, "phone") and cfg.train.epochs == 2
@@ -246,10 +247,21 @@ def test_refuses_to_overwrite_or_resume_nothing(tmp_path, tiny_build):
 
 def test_load_model_without_model_is_an_error(tmp_path):
     with pytest.raises(DataError, match="run snnasr train"):
-        T.load_model(tmp_path)
+        C.load_model(tmp_path)
 
 
-def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeypatch):
+@pytest.fixture
+def ctrl_c_enabled():
+    """Ctrl-C as in a terminal, also when the suite runs as a background job (SIGINT ignored there,
+    and training then leaves it ignored)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeypatch, ctrl_c_enabled):
     import os
     import signal
 
@@ -286,7 +298,7 @@ def test_real_models_resume_exactly(tmp_path, arch):
     T.fit(_cfg(f"model.arch={arch}", "model.hidden=8", "train.epochs=1"), *_data(), tmp_path / "b", device="cpu")
     resumed = T.fit(cfg, *_data(), tmp_path / "b", resume=True, device="cpu")
     assert _stable(resumed) == _stable(straight)
-    model, _, meta = T.load_model(tmp_path / "a", device="cpu")
+    model, _, meta = C.load_model(tmp_path / "a", device="cpu")
     assert meta["arch"] == arch == model.arch
 
 
@@ -395,6 +407,6 @@ def test_cli_train_resume_and_interrupt(tmp_path, monkeypatch):
     result = runner.invoke(cli, base + ["train.epochs=2", "--resume"])
     assert result.exit_code == 0, result.output
     assert [r["epoch"] for r in _jsonl(run / "metrics.jsonl")] == [1, 2]
-    model, cfg, meta = T.load_model(run, device="cpu")
+    model, cfg, meta = C.load_model(run, device="cpu")
     assert meta["arch"] == "proposed" == model.arch and meta["level"] == "phone" and cfg.model.hidden == 8
     assert "# " in (run / "train.log").read_text().splitlines()[0]

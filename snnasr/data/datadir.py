@@ -32,16 +32,29 @@ def read_table(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that writes it (e.g. snnasr prep) first")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            if key in table:
-                raise DataError(f"{path}:{n}: duplicate key {key!r}; each utterance must appear once")
-            table[key] = value.strip()
+    for n, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        if key in table:
+            raise DataError(f"{path}:{n}: duplicate key {key!r}; each utterance must appear once")
+        table[key] = value.strip()
     return table
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a UTF-8 text file; bytes that are not UTF-8 are a DataError naming the line."""
+    path = Path(path)
+    lines = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+    return lines
 
 
 def write_table(path: str | os.PathLike, table: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
@@ -66,17 +79,16 @@ def read_segments(path: str | os.PathLike) -> dict[str, list[tuple[int, int, str
     if not path.is_file():
         raise DataError(f"{path}: not found; run snnasr prep for this corpus first")
     segs: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DataError(f"{path}:{n}: expected '<uttid> <start> <end> <phone>', got {line.strip()!r}")
-            try:
-                segs[parts[0]].append((int(parts[1]), int(parts[2]), parts[3]))
-            except ValueError:
-                raise DataError(f"{path}:{n}: start/end must be integer sample positions") from None
+    for n, line in enumerate(read_lines(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise DataError(f"{path}:{n}: expected '<uttid> <start> <end> <phone>', got {line.strip()!r}")
+        try:
+            segs[parts[0]].append((int(parts[1]), int(parts[2]), parts[3]))
+        except ValueError:
+            raise DataError(f"{path}:{n}: start/end must be integer sample positions") from None
     return dict(segs)
 
 
@@ -129,23 +141,126 @@ def find_wavs(corpus: str | os.PathLike, subdir: str, hint: str) -> list[Path]:
     return waves
 
 
-def validate_data_dir(d: str | os.PathLike) -> dict[str, int]:
-    """Kaldi ``validate_data_dir.sh``-style checks; return counts of utterances and speakers."""
+class DataDirCheck:
+    """What :func:`check_data_dir` found: per-utterance problems (fixable by dropping the
+    utterance) and whole-table ones (unsorted, stale spk2utt: fixable by rewriting).
+
+    ``tables`` hold the first occurrence of every key, so a repaired copy can be written.
+    """
+
+    def __init__(self, d: Path) -> None:
+        self.dir = d
+        self.tables: dict[str, dict[str, str]] = {}
+        self.bad: dict[str, str] = {}  # uttid -> first problem, "<table>:<line>: ..."
+        self.rewrite: list[str] = []  # "<table>: ..." problems fixed by rewriting the table
+
+    def problems(self) -> list[str]:
+        return [f"{self.dir}/{why}" for why in self.bad.values()] + [f"{self.dir}/{why}" for why in self.rewrite]
+
+    def kept(self) -> list[str]:
+        keys = set(self.tables["wav.scp"])
+        return sorted((k for k in keys if k not in self.bad), key=sort_key)
+
+
+def _scan(d: Path, name: str, check: DataDirCheck) -> None:
+    """Read table ``name`` leniently into ``check`` (first key wins), noting every problem."""
+    table: dict[str, str] = {}
+    order: list[str] = []
+    for n, line in enumerate(read_lines(d / name), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        value = value.strip()
+        where = f"{name}:{n}"
+        if key in table:
+            check.bad.setdefault(key, f"{where}: duplicate key {key!r}; each utterance must appear once")
+            continue
+        if name == "utt2spk" and not value:
+            check.bad.setdefault(key, f"{where}: utterance {key!r} has no speaker; give every utterance a speaker id")
+        elif name == "utt2spk" and len(value.split()) > 1:
+            check.bad.setdefault(
+                key,
+                f"{where}: {line.strip()!r} has {len(value.split()) + 1} fields, expected '<uttid> <speaker>'; "
+                f"ids cannot contain spaces (is the uttid or speaker written with one? use '_')",
+            )
+        elif name == "wav.scp" and not value:
+            check.bad.setdefault(key, f"{where}: utterance {key!r} has no audio path")
+        table[key] = value
+        order.append(key)
+    if order != sorted(order, key=sort_key):
+        check.rewrite.append(f"{name}: not sorted by key (C locale); rewrite it sorted")
+    check.tables[name] = table
+
+
+def check_data_dir(d: str | os.PathLike) -> DataDirCheck:
+    """Every problem Kaldi's ``validate_data_dir.sh`` looks for, collected rather than raised.
+
+    Raises DataError only for what no repair can fix: a missing dir or table, an empty
+    wav.scp, bytes that are not UTF-8.
+    """
     d = Path(d)
     if not d.is_dir():
         raise DataError(f"{d}: data dir not found; run snnasr prep first")
-    tables = {name: read_table(d / name) for name in REQUIRED}
-    keys = list(tables["wav.scp"])
+    check = DataDirCheck(d)
+    for name in REQUIRED:
+        if not (d / name).is_file():
+            raise DataError(f"{d / name}: not found; run the stage that writes it (e.g. snnasr prep) first")
+        _scan(d, name, check)
+    keys = set(check.tables["wav.scp"])
     if not keys:
         raise DataError(f"{d}/wav.scp: empty; the corpus produced no utterances")
-    for name, table in tables.items():
-        order = list(table)
-        if order != sorted(order, key=sort_key):
-            raise DataError(f"{d}/{name}: not sorted by key (C locale); rewrite it sorted")
-        if set(order) != set(keys):
-            diff = sorted(set(order).symmetric_difference(keys))[:3]
-            raise DataError(f"{d}/{name}: utterances differ from wav.scp (e.g. {diff})")
-    s2u = read_table(d / "spk2utt") if (d / "spk2utt").exists() else spk2utt(tables["utt2spk"])
-    if s2u != spk2utt(tables["utt2spk"]):
-        raise DataError(f"{d}/spk2utt: does not match utt2spk; regenerate it from utt2spk")
-    return {"utterances": len(keys), "speakers": len(s2u)}
+    for name in REQUIRED[1:]:
+        for utt in sorted(keys.symmetric_difference(check.tables[name]), key=sort_key):
+            where = "wav.scp" if utt in check.tables[name] else name
+            check.bad.setdefault(utt, f"{where}: utterances differ from wav.scp (e.g. [{utt!r}] is not in {where})")
+    if (d / "spk2utt").exists():
+        try:
+            s2u = read_table(d / "spk2utt")
+        except DataError:
+            s2u = None
+        if s2u != spk2utt({u: s for u, s in check.tables["utt2spk"].items() if u in keys}):
+            check.rewrite.append("spk2utt: does not match utt2spk; regenerate it from utt2spk")
+    return check
+
+
+def validate_data_dir(d: str | os.PathLike) -> dict[str, int]:
+    """Kaldi ``validate_data_dir.sh``: the first problem is a DataError saying how many there are.
+
+    Returns counts of utterances and speakers.  ``snnasr validate --fix`` (:func:`fix_data_dir`)
+    writes a repaired copy.
+    """
+    check = check_data_dir(d)
+    problems = check.problems()
+    if problems:
+        more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DataError(f"{problems[0]}{more}; `snnasr validate --fix` writes a repaired copy")
+    return {"utterances": len(check.tables["wav.scp"]), "speakers": len(set(check.tables["utt2spk"].values()))}
+
+
+def fix_data_dir(d: str | os.PathLike, out: str | os.PathLike) -> dict[str, int]:
+    """Write a repaired copy of ``d`` to ``out``, as Kaldi's ``fix_data_dir.sh``.
+
+    Utterances with a problem are dropped (listed in ``out/dropped``); tables are written
+    sorted and spk2utt regenerated; ``phone_segments`` keeps the kept utterances.  Returns
+    kept and dropped counts.
+    """
+    from snnasr.data.drops import record_dropped
+
+    d, out = Path(d), Path(out)
+    check = check_data_dir(d)
+    kept = check.kept()
+    if not kept:
+        raise DataError(f"{d}: no utterance without a problem (first: {check.problems()[0]}); nothing to keep")
+    keep = set(kept)
+    segments = read_segments(d / "phone_segments") if (d / "phone_segments").is_file() else None
+    write_data_dir(
+        out,
+        wav={u: check.tables["wav.scp"][u] for u in kept},
+        text={u: check.tables["text"][u] for u in kept},
+        utt2spk={u: check.tables["utt2spk"][u] for u in kept},
+        segments={u: s for u, s in segments.items() if u in keep} if segments is not None else None,
+    )
+    # Lines whose key is no utterance of wav.scp (a mangled id) are simply not copied.
+    dropped = {u: why for u, why in check.bad.items() if u in check.tables["wav.scp"]}
+    record_dropped(out, "validate", dropped)
+    return {"utterances": len(kept), "dropped": len(dropped)}

@@ -25,7 +25,6 @@ Every utterance is checked before anything is written, so a bad corpus leaves no
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -35,7 +34,9 @@ from tqdm import tqdm
 
 from snnasr.audio import audio_info
 from snnasr.data.datadir import write_data_dir
+from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, DROPPED, BadUtterances
 from snnasr.io import DataError
+from snnasr.labels import fit_to_audio
 from snnasr.lang import DELETED, write_lang
 
 SAMPLE_RATE = 16000
@@ -100,6 +101,8 @@ def prepare_timit(
     recipe_dir: str | os.PathLike,
     dev_speakers: str | os.PathLike | None = None,
     test_speakers: str | os.PathLike | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    strict: bool = False,
 ) -> dict[str, int]:
     """Prepare ``data/{train,dev,test}`` and ``data/lang`` from an LDC-layout TIMIT copy.
 
@@ -108,13 +111,17 @@ def prepare_timit(
         recipe_dir: recipe directory; ``data/`` is written under it.
         dev_speakers, test_speakers: files with one speaker id per line (case-insensitive,
             ``#`` comments allowed); default the standard 50 dev and 24 core-test speakers.
+        max_bad_fraction, strict: bad utterances (see below) are dropped by name, counted and
+            listed in ``data/<set>/dropped`` (:mod:`snnasr.data.drops`); the stage fails when
+            more than this fraction of a set is bad, or at the first one with ``strict``.
     Returns:
-        utterances per set, ``{"train": n, "dev": n, "test": n}``.
+        utterances per set, ``{"train": n, "dev": n, "test": n}`` (and ``dropped`` if any).
     Raises:
         DataError: missing corpus or split dir, no audio, a .WAV without .PHN (or the reverse),
-            a bad .PHN (overlapping/reversed/out-of-range times, unknown label), unreadable,
-            truncated or empty audio, a sample rate other than 16 kHz, speaker lists that
-            match nothing.  Nothing is written then.
+            speaker lists that match nothing, or too many bad utterances: a bad .PHN
+            (overlapping/reversed times, unknown label, segments that do not fit the audio
+            beyond the edge-silence rule of :func:`snnasr.labels.fit_to_audio`), unreadable,
+            truncated or empty audio, a sample rate other than 16 kHz.  Nothing is written then.
     """
     train_dir, test_dir = _find_splits(Path(corpus))
     train = _scan_split(train_dir)
@@ -133,12 +140,19 @@ def prepare_timit(
         "test": _select(test_pool, test_list, "test", test_speakers, test_dir),
     }
     pmap = phone_map()
-    tables = {name: _tables(utts, pmap, name) for name, utts in sets.items()}
     data = Path(recipe_dir) / "data"
+    bad = {name: BadUtterances("prep timit", data / name, max_bad_fraction, strict) for name in sets}
+    tables = {name: _tables(utts, pmap, name, bad[name]) for name, utts in sets.items()}
+    for name, utts in sets.items():
+        bad[name].check(sum(len(u) for u in utts.values()))
     for name, (wav, text, utt2spk, segments) in tables.items():
         write_data_dir(data / name, wav, text, utt2spk, segments=segments)
+        (data / name / DROPPED).unlink(missing_ok=True)  # a fresh set: earlier stages' drops are gone
+        bad[name].finish(len(wav) + len(bad[name]))
     timit_lang(recipe_dir)
-    return {name: len(table[0]) for name, table in tables.items()}
+    counts = {name: len(table[0]) for name, table in tables.items()}
+    dropped = sum(len(b) for b in bad.values())
+    return {**counts, "dropped": dropped} if dropped else counts
 
 
 def _find_splits(corpus: Path) -> tuple[Path, Path]:
@@ -257,14 +271,19 @@ def _select(
 
 
 def _tables(
-    speakers: dict[str, list[Utterance]], pmap: dict[str, tuple[str, str]], name: str
+    speakers: dict[str, list[Utterance]], pmap: dict[str, tuple[str, str]], name: str, bad: BadUtterances
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, list[Segment]]]:
-    """Check every utterance of a set; return its (wav, text, utt2spk, phone_segments) tables."""
+    """Check every utterance of a set; return the (wav, text, utt2spk, phone_segments) tables of the good ones."""
     wav, text, utt2spk, segments = {}, {}, {}, {}
     utts = [u for spk in sorted(speakers) for u in speakers[spk]]
     for utt in tqdm(utts, desc=f"timit {name}", unit="utt", disable=not sys.stderr.isatty()):
-        num_samples = _check_audio(utt.audio)
-        segs = _read_phn(utt.phn, num_samples, pmap)
+        try:
+            num_samples = _check_audio(utt.audio)
+            segs = _read_phn(utt.phn, pmap)
+            fit_to_audio(str(utt.phn), segs, num_samples, SAMPLE_RATE)
+        except DataError as e:
+            bad.drop(utt.uttid, e)
+            continue
         wav[utt.uttid] = str(utt.audio.resolve())
         text[utt.uttid] = " ".join(p for _, _, p in segs if p != DELETED_PHONE)
         utt2spk[utt.uttid] = utt.speaker
@@ -275,38 +294,11 @@ def _tables(
 def _check_audio(path: Path) -> int:
     """Number of samples; rejects unreadable, empty, non-16 kHz and truncated files."""
     frames, _ = audio_info(path, expected_rate=SAMPLE_RATE)
-    declared = _declared_frames(path)
-    if declared is not None and declared > frames:
-        raise DataError(
-            f"{path}: truncated audio (header declares {declared} samples, the file holds {frames}); "
-            f"re-copy this file from the corpus"
-        )
     return frames
 
 
-def _declared_frames(path: Path) -> int | None:
-    """Sample count the NIST or RIFF header promises (soundfile silently reads what is there)."""
-    with open(path, "rb") as f:
-        head = f.read(1024)
-    if head.startswith(b"NIST_1A"):
-        m = re.search(rb"sample_count -i (\d+)", head)
-        return int(m.group(1)) if m else None
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos, block_align = 12, 0
-    while pos + 8 <= len(head):
-        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
-        if chunk == b"fmt " and pos + 22 <= len(head):
-            block_align = int.from_bytes(head[pos + 20 : pos + 22], "little")
-        if chunk == b"data":
-            # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the length.
-            return size // block_align if block_align and 0 < size < 0xFFFFFFFF else None
-        pos += 8 + size + (size & 1)
-    return None
-
-
-def _read_phn(path: Path, num_samples: int, pmap: dict[str, tuple[str, str]]) -> list[Segment]:
-    """Parse a .PHN file (``start end phone`` at 16 kHz) and check it against the audio length."""
+def _read_phn(path: Path, pmap: dict[str, tuple[str, str]]) -> list[Segment]:
+    """Parse a .PHN file (``start end phone`` at 16 kHz); :func:`fit_to_audio` checks it against the audio."""
     try:
         lines = path.read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -335,11 +327,6 @@ def _read_phn(path: Path, num_samples: int, pmap: dict[str, tuple[str, str]]) ->
             raise DataError(
                 f"{path}:{n}: segment starts at {start}, after a gap from the previous one "
                 f"(ends {segs[-1][1]}); .PHN segments must be contiguous"
-            )
-        if end > num_samples:
-            raise DataError(
-                f"{path}:{n}: segment ends at sample {end}, beyond the {num_samples} samples of the "
-                f"audio; the audio is truncated or does not belong to this .PHN"
             )
         segs.append((start, end, phone))
     if not segs:

@@ -13,19 +13,44 @@ the features through unchanged.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
-from snnasr.models.spikes import Quantizer
+from snnasr.models.bptt import SigmaDeltaKernel
+from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
+from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
 
 
 def sigma_delta_step(
-    x: Tensor, residual: Tensor, quantizer: Quantizer, valid: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """``(s_t, r_t)`` from ``x_t`` and ``r_{t-1}``: ``a = r + x``, ``s = Q(a)``, ``r = a - s``."""
+    x: Tensor, residual: Tensor, rng: RangeState, cfg: QuantConfig, m: StepMask
+) -> tuple[Tensor, Tensor, RangeState]:
+    """``(s_t, r_t, range)`` from ``x_t`` and ``r_{t-1}``: ``a = r + x``, ``s = Q(a)``, ``r = a - s``."""
     a = residual + x
-    s = quantizer(a, valid)
-    return s, a - s
+    s, rng = spike_step(a, rng, m, cfg)
+    return s, a - s, rng
+
+
+class SigmaDeltaState(NamedTuple):
+    residual: Tensor  # r, [B, F]
+    range: RangeState
+
+
+def _encoder_step(
+    x: tuple[Tensor], state: SigmaDeltaState, cfg: QuantConfig, m: StepMask
+) -> tuple[Tensor, SigmaDeltaState]:
+    s, residual, rng = sigma_delta_step(x[0], state.residual, state.range, cfg, m)
+    return s, SigmaDeltaState(residual, rng)
+
+
+def _encoder_kernel(inputs: tuple[Tensor], state0: SigmaDeltaState, cfg: QuantConfig, masks: list[StepMask]):  # type: ignore[no-untyped-def]
+    (x,) = inputs
+    kernel = SigmaDeltaKernel(x.shape[0], tuple(x.shape[1:]), masks, cfg, state0.range)
+    return kernel, (x,), lambda carry, rng: SigmaDeltaState(carry[0], rng)
+
+
+SIGMA_DELTA = Cell("sigma-delta", _encoder_step, _encoder_kernel)
 
 
 class SigmaDeltaEncoder(nn.Module):
@@ -34,20 +59,11 @@ class SigmaDeltaEncoder(nn.Module):
     def __init__(self, n_bits: int, threshold: int, momentum: float) -> None:
         super().__init__()
         self.quantizer = Quantizer(n_bits, threshold, momentum)
+        self.scan_options = ScanOptions()
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        residual = torch.zeros_like(x[0])
-        out = []
-        for x_t, valid in zip(x.unbind(0), step_masks(mask)):
-            s, residual = sigma_delta_step(x_t, residual, self.quantizer, valid)
-            out.append(s)
-        return torch.stack(out)
-
-
-def step_masks(mask: Tensor) -> list[Tensor | None]:
-    """Per-step ``[B]`` masks for the quantisers' range tracking; None for steps with no padding.
-
-    None selects the quantiser's cheaper unmasked update; one host sync per sequence decides it.
-    """
-    full = mask.all(dim=1).tolist()
-    return [None if f else m for f, m in zip(full, mask.unbind(0))]
+        steps = step_masks(ScanMasks.of(mask), self.quantizer)
+        state0 = SigmaDeltaState(torch.zeros_like(x[0]), self.quantizer.start(x.dtype))
+        out, state = scan(SIGMA_DELTA, (x,), state0, self.quantizer.config(), steps, self.scan_options)
+        self.quantizer.commit(state.range, steps)
+        return out

@@ -24,32 +24,54 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnasr.models.encoding import step_masks
+from snnasr.models.bptt import LIFKernel
+from snnasr.models.gemm import linear
 from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
-from snnasr.models.spikes import Quantizer
+from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
+from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
 
 
 class LIFState(NamedTuple):
     current: Tensor  # I, [B, H]
     membrane: Tensor  # v, [B, H]
+    range: RangeState  # the quantiser's EMA range
 
 
-def lif_step(
-    j: Tensor,
-    state: LIFState,
-    decay: Tensor,
-    quantizer: Quantizer,
-    valid: Tensor | None = None,
-    reset_to_zero: bool = False,
-) -> tuple[Tensor, LIFState]:
-    """One frame: drive ``J_t`` ``[B, H]`` and state in, ``(s_t, new state)`` out; no mutation."""
-    i = torch.addcmul(j, decay, state.current)
+class LIFParams(NamedTuple):
+    decay: Tensor  # β [H]
+    quant: QuantConfig
+
+
+def _integrate(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask):  # type: ignore[no-untyped-def]
+    i = torch.addcmul(x[0], params.decay, state.current)
     v = state.membrane + i
-    s = quantizer(v, valid)
-    return s, LIFState(i, torch.where(s != 0, torch.zeros_like(v), v) if reset_to_zero else v - s)
+    s, rng = spike_step(v, state.range, m, params.quant)
+    return i, v, s, rng
+
+
+def lif_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask) -> tuple[Tensor, LIFState]:
+    """One frame: drive ``x = (J_t,)`` ``[B, H]`` and state in, ``(s_t, new state)`` out; no mutation."""
+    i, v, s, rng = _integrate(x, state, params, m)
+    return s, LIFState(i, v - s, rng)
+
+
+def lif_reset_zero_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask) -> tuple[Tensor, LIFState]:
+    """:func:`lif_step` with ``reset: zero``: the membrane of a neuron that fired is set to 0."""
+    i, v, s, rng = _integrate(x, state, params, m)
+    return s, LIFState(i, torch.where(s != 0, torch.zeros_like(v), v), rng)
+
+
+def _lif_kernel(inputs: tuple[Tensor], state0: LIFState, params: LIFParams, masks: list[StepMask]):  # type: ignore[no-untyped-def]
+    (j,) = inputs
+    kernel = LIFKernel(j.shape[0], tuple(j.shape[1:]), masks, params.quant, state0.range)
+    return kernel, (j, params.decay), lambda carry, rng: LIFState(*carry, rng)
+
+
+LIF = Cell("lif", lif_step, _lif_kernel)
+# No fused kernel: its hand-derived backward is for reset by subtraction; scan runs this eagerly.
+LIF_RESET_ZERO = Cell("lif-reset-zero", lif_reset_zero_step)
 
 
 class LIFLayer(nn.Module):
@@ -73,23 +95,24 @@ class LIFLayer(nn.Module):
         self.norm = make_norm(hidden, batchnorm)
         self.decay = nn.Parameter(torch.full((hidden,), float(decay_init)))
         self.quantizer = quantizer
+        self.scan_options = ScanOptions()
 
     def init_state(self, x: Tensor) -> LIFState:
         zero = x.new_zeros(x.shape[1], self.hidden)
-        return LIFState(zero, zero)
+        return LIFState(zero, zero, self.quantizer.start(x.dtype))
 
     def drive(self, x: Tensor, mask: Tensor) -> Tensor:
         """``J = m ⊙ BN(W x)`` for all frames ``[T, B, H]``."""
-        j = self.norm(F.linear(x, self.weight), mask)
+        j = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager"), mask)
         m = dropout_mask(x, self.hidden, self.p, self.training)
         return j if m is None else j * m
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         with torch.no_grad():
             self.decay.clamp_(0.0, 1.0)
-        state = self.init_state(x)
-        out = []
-        for j, valid in zip(self.drive(x, mask).unbind(0), step_masks(mask)):
-            s, state = lif_step(j, state, self.decay, self.quantizer, valid, self.reset == "zero")
-            out.append(s)
-        return torch.stack(out)
+        steps = step_masks(ScanMasks.of(mask), self.quantizer)
+        params = LIFParams(self.decay, self.quantizer.config())
+        cell = LIF_RESET_ZERO if self.reset == "zero" else LIF
+        out, state = scan(cell, (self.drive(x, mask),), self.init_state(x), params, steps, self.scan_options)
+        self.quantizer.commit(state.range, steps)
+        return out

@@ -23,48 +23,60 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnasr.models.encoding import sigma_delta_step, step_masks
-from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
-from snnasr.models.spikes import Quantizer
+from snnasr.models.bptt import GatedKernel
+from snnasr.models.encoding import sigma_delta_step
+from snnasr.models.gemm import linear
+from snnasr.models.layers import contiguous_grad, dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
+from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask
 
 
 class GatedState(NamedTuple):
     trace: Tensor  # h, [B, H]
     residual: Tensor  # r = a - s, [B, H]
     spikes: Tensor  # s_{t-1}, [B, H]
+    range: RangeState  # the output quantiser's EMA range
 
 
-def gated_step(
-    pre: Tensor,
-    state: GatedState,
-    recurrent: Tensor | None,
-    drop: Tensor | None,
-    quantizer: Quantizer,
-    valid: Tensor | None = None,
-) -> tuple[Tensor, GatedState]:
-    """One frame (v2 when ``recurrent`` is U ``[2H, H]``): ``pre`` = ``[P^z_t | P^c_t]`` ``[B, 2H]``."""
-    if recurrent is not None:
-        pre = torch.addmm(pre, state.spikes, recurrent.t())
+class GatedParams(NamedTuple):
+    recurrent: Tensor | None  # U [2H, H] (v2) or None (v1)
+    drop: Tensor | None  # time-shared dropout mask [B, H] on the candidate, or None
+    quant: QuantConfig
+
+
+def gated_step(x: tuple[Tensor], state: GatedState, params: GatedParams, m: StepMask) -> tuple[Tensor, GatedState]:
+    """One frame from ``x = (pre,)``, ``pre`` = ``[P^z_t | P^c_t]`` ``[B, 2H]``; no mutation.
+
+    v1 (no U) computes ``h`` as ``(1 - z) c + z h`` and v2 as ``c + z (h - c)``: the same value,
+    each in the form its fused kernel evaluates fastest (v1 precomputes ``(1 - z) c`` for
+    every frame), so the eager and fused backends emit identical spikes.
+    """
+    (pre,) = x
+    if params.recurrent is not None:
+        pre = torch.addmm(pre, state.spikes, params.recurrent.t())
     gz, gc = pre.chunk(2, dim=1)
     z = torch.sigmoid(gz)
     c = torch.relu(gc)
-    if drop is not None:
-        c = c * drop
-    h = torch.addcmul(c, z, state.trace - c)
-    s, residual = sigma_delta_step(h, state.residual, quantizer, valid)
-    return s, GatedState(h, residual, s)
+    if params.drop is not None:
+        c = c * params.drop
+    if params.recurrent is None:
+        h = torch.addcmul((1 - z) * c, z, state.trace)
+    else:
+        h = torch.addcmul(c, z, state.trace - c)
+    s, residual, rng = sigma_delta_step(h, state.residual, state.range, params.quant, m)
+    return s, GatedState(h, residual, s, rng)
 
 
-def gated_step_v1(
-    update: Tensor, forget: Tensor, state: GatedState, quantizer: Quantizer, valid: Tensor | None = None
-) -> tuple[Tensor, GatedState]:
-    """One v1 frame from precomputed ``z_t`` and ``(1 - z_t) ⊙ c_t ⊙ m`` ``[B, H]``."""
-    h = torch.addcmul(update, forget, state.trace)
-    s, residual = sigma_delta_step(h, state.residual, quantizer, valid)
-    return s, GatedState(h, residual, s)
+def _gated_kernel(inputs: tuple[Tensor], state0: GatedState, params: GatedParams, masks: list[StepMask]):  # type: ignore[no-untyped-def]
+    (pre,) = inputs
+    t, b, h2 = pre.shape
+    kernel = GatedKernel(t, (b, h2 // 2), masks, params.quant, state0.range, params.drop)
+    return kernel, (pre, params.recurrent), lambda carry, rng: GatedState(*carry, rng)
+
+
+GATED = Cell("proposed", gated_step, _gated_kernel)
 
 
 class GatedSpikingLayer(nn.Module):
@@ -84,31 +96,28 @@ class GatedSpikingLayer(nn.Module):
         else:
             self.register_parameter("weight_rec", None)
         self.quantizer = quantizer
+        self.scan_options = ScanOptions()
 
     def init_state(self, x: Tensor) -> GatedState:
         zero = x.new_zeros(x.shape[1], self.hidden)
-        return GatedState(zero, zero, zero)
+        return GatedState(zero, zero, zero, self.quantizer.start(x.dtype))
 
     def projections(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``[BN_z(W_z x) | BN_c(W_c x)]`` for all frames, ``[T, B, 2H]``."""
-        pz, pc = F.linear(x, self.weight).chunk(2, dim=2)
-        return torch.cat((self.norm_z(pz, mask), self.norm_c(pc, mask)), dim=2)
+        """``[BN_z(W_z x) | BN_c(W_c x)]`` for all frames, ``[T, B, 2H]``.
+
+        Each half and its gradient are made contiguous around its BN: batch norm over a strided
+        half of the projection takes ~7-10x longer (CPU) than the copies.
+        """
+        pz, pc = linear(x, self.weight, fast=self.scan_options.backend != "eager").chunk(2, dim=2)
+        nz = contiguous_grad(self.norm_z(pz.contiguous(), mask))
+        nc = contiguous_grad(self.norm_c(pc.contiguous(), mask))
+        return torch.cat((nz, nc), dim=2)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         pre = self.projections(x, mask)
         drop = dropout_mask(x, self.hidden, self.p, self.training)
-        state = self.init_state(x)
-        out = []
-        if self.recurrent:
-            for pre_t, valid in zip(pre.unbind(0), step_masks(mask)):
-                s, state = gated_step(pre_t, state, self.weight_rec, drop, self.quantizer, valid)
-                out.append(s)
-        else:
-            gz, gc = pre.chunk(2, dim=2)
-            z = torch.sigmoid(gz)
-            c = torch.relu(gc) if drop is None else torch.relu(gc) * drop
-            update = (1 - z) * c
-            for u_t, z_t, valid in zip(update.unbind(0), z.unbind(0), step_masks(mask)):
-                s, state = gated_step_v1(u_t, z_t, state, self.quantizer, valid)
-                out.append(s)
-        return torch.stack(out)
+        steps = step_masks(ScanMasks.of(mask), self.quantizer)
+        params = GatedParams(self.weight_rec, drop, self.quantizer.config())
+        out, state = scan(GATED, (pre,), self.init_state(x), params, steps, self.scan_options)
+        self.quantizer.commit(state.range, steps)
+        return out

@@ -20,6 +20,7 @@ from snnasr.models.layers import Readout
 from snnasr.models.lif import LIFLayer
 from snnasr.models.lstm import RecurrentLayer
 from snnasr.models.proposed import GatedSpikingLayer
+from snnasr.models.scan import ScanOptions, configure
 from snnasr.models.spikes import Quantizer
 
 
@@ -129,4 +130,6 @@ def build(arch: str, cfg: ModelConfig, n_in: int, n_out: int) -> AcousticModel:
     if n_in <= 0 or n_out <= 0:
         raise ConfigError(f"input dim {n_in} / output classes {n_out}: both must be positive; check the data dir")
     layers, encoder = BUILDERS[arch](cfg, n_in)
-    return AcousticModel(arch, layers, Readout(cfg.hidden, n_out, cfg.batchnorm), n_out, encoder)
+    model = AcousticModel(arch, layers, Readout(cfg.hidden, n_out, cfg.batchnorm), n_out, encoder)
+    configure(model, ScanOptions(cfg.scan_backend, cfg.time_chunk, cfg.tbptt))
+    return model

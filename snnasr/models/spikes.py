@@ -26,9 +26,11 @@ How levels map to bits (``q`` is the integer a spike carries; ``s = qΔ`` its va
 Range tracking (training mode only; eval uses the frozen ``R``): per call,
 ``M ← (1-μ)M + μ·(min(a), max(a))`` with μ = ``momentum`` (0.1), call counter n,
 ``M̂ = M / (1 - (1-μ)^n)`` (bias correction), ``R = max(|M̂_min|, |M̂_max|)``.  The state lives in
-buffers (saved in ``state_dict``) and is updated with tensor ops only, so calling Q once per
-time step never forces a GPU→CPU sync.  Unlike the seed, min/max skip the rows of padded frames
-(``valid``), and a step with no valid row leaves the state alone, so padding cannot move R.
+buffers (saved in ``state_dict``), but a time loop reads it once, threads it through the steps
+as an explicit :class:`RangeState` (:func:`track_range`, tensor ops only, so no GPU→CPU sync
+per step) and writes it back once; the bias corrections of all steps are computed up front.
+Unlike the seed, min/max skip the rows of padded frames (``valid``), and a step with no valid
+row leaves the state alone, so padding cannot move R.
 
 Backward: with ``ste-box`` (the seed) ``∂s/∂a = 1[|a| <= R]``: straight through the staircase,
 zero where the clip saturates.  Any other surrogate ``g`` treats the staircase as a sum of
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -128,65 +131,128 @@ def top_level(n_bits: int) -> int:
     return n_levels(n_bits) - 1
 
 
+def effective_range(r: Tensor, n_bits: int) -> Tensor:
+    """R with R = 0 replaced by n_b (official code); every other function takes this R."""
+    return torch.where(r > 0, r, float(n_levels(n_bits)))
+
+
 def quant_scale(r: Tensor, n_bits: int) -> Tensor:
     """``scale = 1/Δ = n_b (1 - 1e-4) / R``, with R = 0 replaced by n_b (official code)."""
-    nb = n_levels(n_bits)
-    r = torch.where(r > 0, r, torch.full_like(r, float(nb)))
-    return nb * (1 - 1e-4) / r
+    return n_levels(n_bits) * (1 - 1e-4) / effective_range(r, n_bits)
 
 
 def quantize(a: Tensor, r: Tensor, n_bits: int, threshold: int) -> Tensor:
-    """Forward math of Q for a fixed range ``r`` (0-dim tensor): returns ``s = qΔ``."""
-    r = torch.where(r > 0, r, torch.full_like(r, float(n_levels(n_bits))))
-    scale = quant_scale(r, n_bits)
-    q = torch.trunc(torch.clamp(a, -r, r) * scale)
-    if n_bits == 1:
-        q = q.clamp_(min=0)
+    """Forward math of Q for a fixed range ``r`` (0-dim tensor; R = 0 allowed): ``s = qΔ``."""
+    return quantize_at(a, effective_range(r, n_bits), n_bits, threshold)
+
+
+def quantize_at(a: Tensor, r: Tensor, n_bits: int, threshold: int, out: Tensor | None = None) -> Tensor:
+    """Q at an effective range ``r`` (> 0, 0-dim or broadcastable to ``a``), optionally into ``out``.
+
+    ``trunc(clip(a, -R, R)·scale)`` is computed as ``clamp(trunc(a·scale), lo, top)``: the same
+    levels (``R·scale < n_b`` truncates to the top level) in fewer kernels; the dead zone is one
+    ``hardshrink`` (q is an integer, so ``|q| <= k`` is exactly what it zeroes).
+    """
+    scale = n_levels(n_bits) * (1 - 1e-4) / r
+    top = top_level(n_bits)
+    q = torch.trunc(a * scale).clamp_(0 if n_bits == 1 else -top, top)
     if threshold > 0:
-        q = q.masked_fill_(q.abs() <= threshold, 0.0)
-    return q / scale
+        q = torch.nn.functional.hardshrink(q, float(threshold))
+    return torch.div(q, scale, out=out)
+
+
+def spike_grad(a: Tensor, r: Tensor, n_bits: int, threshold: int, surrogate: str, width: float) -> Tensor:
+    """``∂s/∂a`` of Q at ``a`` for the range ``r`` (effective, broadcastable to ``a``).
+
+    One home for the backward maths: the per-step autograd node and the fused scans' vectorised
+    backward call it, so every backend differentiates Q identically.
+    """
+    inside = (a.abs() <= r).to(a.dtype)
+    if surrogate == "ste-box":
+        return inside
+    g = SURROGATES[surrogate]
+    scale = n_levels(n_bits) * (1 - 1e-4) / r
+    lo, hi = threshold + 1, top_level(n_bits)
+    u = a.abs() * scale if n_bits > 1 else a * scale
+    j0 = torch.floor(u).clamp(lo, hi)
+    j1 = (j0 + 1).clamp(max=hi)
+    d = g(u - j0, width) + torch.where(j1 > j0, g(u - j1, width), torch.zeros_like(u))
+    return d * inside
+
+
+class QuantConfig(NamedTuple):
+    """A quantiser's static settings, as the time loops need them (no module, no buffers)."""
+
+    n_bits: int
+    threshold: int
+    surrogate: str
+    width: float
+    momentum: float
+    training: bool  # track the range per step (True) or use the frozen R (False)
 
 
 class _Quantize(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx,
-        a: Tensor,
-        r: Tensor,
-        n_bits: int,
-        threshold: int,  # type: ignore[override]
-        surrogate: str,
-        width: float,
-    ) -> Tensor:
-        r = torch.where(r > 0, r, torch.full_like(r, float(n_levels(n_bits))))
-        inside = a.abs() <= r
-        if surrogate == "ste-box":
-            ctx.save_for_backward(inside)
-        else:
-            ctx.save_for_backward(inside, a, quant_scale(r, n_bits))
-        ctx.cfg = (n_bits, threshold, surrogate, width)
-        return quantize(a, r, n_bits, threshold)
+    def forward(ctx, a: Tensor, r: Tensor, cfg: QuantConfig) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, r)
+        ctx.cfg = cfg
+        return quantize_at(a, r, cfg.n_bits, cfg.threshold)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        n_bits, threshold, surrogate, width = ctx.cfg
-        if surrogate == "ste-box":
-            (inside,) = ctx.saved_tensors
-            return grad * inside, None, None, None, None, None
-        inside, a, scale = ctx.saved_tensors
-        g = SURROGATES[surrogate]
-        lo, hi = threshold + 1, top_level(n_bits)
-        u = a.abs() * scale if n_bits > 1 else a * scale
-        j0 = torch.floor(u).clamp(lo, hi)
-        j1 = (j0 + 1).clamp(max=hi)
-        d = g(u - j0, width) + torch.where(j1 > j0, g(u - j1, width), torch.zeros_like(u))
-        return grad * d * inside, None, None, None, None, None
+        a, r = ctx.saved_tensors
+        c = ctx.cfg
+        return grad * spike_grad(a, r, c.n_bits, c.threshold, c.surrogate, c.width), None, None
+
+
+class RangeState(NamedTuple):
+    """The EMA range state a scan threads through time (explicit, never mutated in place)."""
+
+    lo: Tensor  # M_min, not bias-corrected, 0-dim (two scalars: no per-step stack)
+    hi: Tensor  # M_max
+    range: Tensor  # effective R of the last step, 0-dim
+
+
+class StepMask(NamedTuple):
+    """What one step's range update needs: computed once per batch, before the time loop."""
+
+    rows: Tensor | None  # [B] valid rows; None = every row valid (cheaper unmasked min/max)
+    corr: Tensor  # bias correction 1 - (1-μ)^n for this step's call count n, 0-dim
+    seen: bool  # False: no valid row, the state is left alone (padding cannot move R)
+
+
+def track_range(a: Tensor, state: RangeState, m: StepMask, cfg: QuantConfig) -> RangeState:
+    """One EMA update from step ``a`` ``[B, ...]``: ``M ← lerp(M, (min a, max a), μ)``, R = max|M̂|.
+
+    The min/max over the whole batch every step is the seed's semantics and stays exact.
+    """
+    if not (cfg.training and m.seen):
+        return state
+    a = a.detach()
+    if m.rows is None:
+        mn, mx = torch.aminmax(a)
+    else:
+        rows = m.rows.reshape(-1, *([1] * (a.dim() - 1)))
+        mn = torch.where(rows, a, float("inf")).amin()
+        mx = torch.where(rows, a, float("-inf")).amax()
+    lo = state.lo.lerp(mn.to(state.lo.dtype), cfg.momentum)
+    hi = state.hi.lerp(mx.to(state.hi.dtype), cfg.momentum)
+    r = effective_range(torch.maximum(lo.abs(), hi.abs()) / m.corr, cfg.n_bits)
+    return RangeState(lo, hi, r.to(a.dtype))
+
+
+def spike_step(a: Tensor, state: RangeState, m: StepMask, cfg: QuantConfig) -> tuple[Tensor, RangeState]:
+    """Differentiable Q of one step (range update, then quantise): the eager reference."""
+    state = track_range(a, state, m, cfg)
+    return _Quantize.apply(a, state.range, cfg), state
 
 
 class Quantizer(nn.Module):
-    """Q with its EMA range state in buffers; see the module docstring for the maths.
+    """Q's settings and EMA range state (buffers, saved in ``state_dict``); maths above.
 
-    ``forward(a)`` quantises one time step ``[B, H]`` (any shape works; min/max are per tensor).
+    A time loop reads the state once (:meth:`start`), threads it through every step as a
+    :class:`RangeState` and writes it back once (:meth:`commit`); ``forward(a)`` quantises a
+    single tensor the same way (a one-step loop).
     """
 
     def __init__(
@@ -215,27 +281,44 @@ class Quantizer(nn.Module):
     def extra_repr(self) -> str:
         return f"n_bits={self.n_bits}, threshold={self.threshold}, momentum={self.momentum}, surrogate={self.surrogate}"
 
+    def config(self) -> QuantConfig:
+        return QuantConfig(
+            self.n_bits, self.threshold, self.surrogate, self.surrogate_scale, self.momentum, self.training
+        )
+
+    def plan(self, seen: list[bool]) -> list[StepMask]:
+        """Per-step bias corrections for a loop whose step t has a valid row iff ``seen[t]``.
+
+        ``(1-μ)^n`` for every step in one vectorised op (not once per step); rows are set by
+        the caller (:func:`snnasr.models.scan.step_masks`).
+        """
+        counts, n = [], 0
+        for s in seen:
+            n += s
+            counts.append(n)
+        calls = self.calls + torch.tensor(counts, dtype=self.calls.dtype, device=self.calls.device)
+        corr = (1 - (1 - self.momentum) ** calls).clamp_min(1e-12)
+        return [StepMask(None, c, s) for c, s in zip(corr.unbind(0), seen)]
+
+    def start(self, dtype: torch.dtype) -> RangeState:
+        return RangeState(self.ema[0], self.ema[1], effective_range(self.range, self.n_bits).to(dtype))
+
     @torch.no_grad()
-    def _track(self, a: Tensor, valid: Tensor | None) -> Tensor:
-        a = a.detach()
-        if valid is None:
-            mn, mx = torch.aminmax(a)
-            self.ema.lerp_(torch.stack((mn, mx)).to(self.ema.dtype), self.momentum)
-            self.calls.add_(1)
-        else:  # rows of padded frames must not move the range; an all-padding step is skipped
-            rows = valid.reshape(-1, *([1] * (a.dim() - 1)))
-            mn = torch.where(rows, a, float("inf")).amin()
-            mx = torch.where(rows, a, float("-inf")).amax()
-            seen = valid.any()
-            new = self.ema.lerp(torch.stack((mn, mx)).to(self.ema.dtype), self.momentum)
-            self.ema.copy_(torch.where(seen, new, self.ema))
-            self.calls.add_(seen.to(self.calls.dtype))
-        corr = (1 - (1 - self.momentum) ** self.calls).clamp_min(1e-12)
-        r = self.ema.abs().max() / corr
-        self.range.copy_(r)
-        return r
+    def commit(self, state: RangeState, steps: list[StepMask]) -> None:
+        """Write a training loop's final range state back (once per loop, not per step)."""
+        if not self.training:
+            return
+        n = sum(m.seen for m in steps)
+        if n:
+            self.ema.copy_(torch.stack((state.lo, state.hi)))
+            self.calls.add_(n)
+            self.range.copy_(state.range)
 
     def forward(self, a: Tensor, valid: Tensor | None = None) -> Tensor:
         """Quantise one step ``a`` ``[B, ...]``; ``valid`` ``[B]`` (None = all) masks the EMA update."""
-        r = self._track(a, valid) if self.training else self.range
-        return _Quantize.apply(a, r.to(a.dtype), self.n_bits, self.threshold, self.surrogate, self.surrogate_scale)
+        seen = valid is None or bool(valid.any())
+        (m,) = self.plan([seen])
+        m = m._replace(rows=valid)
+        s, state = spike_step(a, self.start(a.dtype), m, self.config())
+        self.commit(state, [m])
+        return s

@@ -1,0 +1,153 @@
+"""Every scan backend equals the eager reference: forward, gradients, range state (float64)."""
+
+import copy
+
+import pytest
+import torch
+
+from snnasr.config import ModelConfig
+from snnasr.io import ConfigError
+from snnasr.models import build
+from snnasr.models.encoding import SigmaDeltaEncoder
+from snnasr.models.scan import Cell, ScanMasks, ScanOptions, configure, resolve_backend, scan, step_masks
+from snnasr.models.spikes import Quantizer
+
+SPIKING = [
+    ("lif", {}),
+    ("proposed", {"recurrent": True}),
+    ("proposed", {"recurrent": False}),
+    ("proposed", {"recurrent": True, "surrogate": "fast-sigmoid", "n_bits": 3, "threshold": 0}),
+    ("lif", {"surrogate": "triangle", "n_bits": 1, "threshold": 0}),
+]
+
+
+def _padded(t: int = 11, lengths=(11, 7, 4)) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(4)
+    x = torch.randn(t, len(lengths), 5, dtype=torch.float64)
+    mask = torch.arange(t)[:, None] < torch.tensor(lengths)[None]
+    return x * mask[..., None], mask
+
+
+def _pair(arch: str, extra: dict, fast: ScanOptions, dropout: float = 0.2):
+    torch.manual_seed(0)
+    model = build(arch, ModelConfig(hidden=9, dropout=dropout, **extra), 5, 4).double().train()
+    ref = copy.deepcopy(model)
+    configure(model, fast)
+    configure(ref, ScanOptions("eager", tbptt=fast.tbptt))
+    return model, ref
+
+
+def _step(model, x, mask, w, seed: int):
+    torch.manual_seed(seed)  # same dropout masks in both models
+    out = model(x, mask)
+    (out.logits * w)[mask].sum().backward()
+    return out
+
+
+def _assert_same(model, ref, x, mask, steps: int = 2) -> None:
+    for k in range(steps):  # two minibatches: the range state must carry over correctly too
+        w = torch.randn(*mask.shape, 4, dtype=torch.float64)
+        a, b = _step(model, x, mask, w, k), _step(ref, x, mask, w, k)
+        assert torch.allclose(a.logits[mask], b.logits[mask], atol=1e-5, rtol=1e-5)
+        for la, lb in zip(a.layer_outputs, b.layer_outputs):
+            assert torch.equal(la[mask], lb[mask])  # the very same spikes
+            assert (la != 0).any()
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            assert q.grad is not None and q.grad.abs().sum() > 0, name
+            assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-5), name
+        for (name, buf), buf2 in zip(model.named_buffers(), ref.buffers()):
+            assert torch.allclose(buf.double(), buf2.double(), atol=1e-9), name  # BN stats, EMA, calls, R
+
+
+@pytest.mark.parametrize("arch, extra", SPIKING)
+def test_fused_equals_eager_on_padded_batches(arch, extra):
+    x, mask = _padded()
+    model, ref = _pair(arch, extra, ScanOptions("fused"))
+    _assert_same(model, ref, x, mask)
+    assert model.layers[0].quantizer.calls == 2 * 11  # every step with a real frame, both batches
+
+
+@pytest.mark.parametrize("arch, extra", SPIKING[:3])
+def test_chunked_recomputation_equals_eager(arch, extra):
+    x, mask = _padded()
+    model, ref = _pair(arch, extra, ScanOptions("fused", time_chunk=3))
+    _assert_same(model, ref, x, mask)
+
+
+@pytest.mark.parametrize("arch, extra", SPIKING[:3])
+def test_truncated_bptt_equals_eager_detached_state(arch, extra):
+    x, mask = _padded()
+    model, ref = _pair(arch, extra, ScanOptions("fused", time_chunk=4, tbptt=3))
+    _assert_same(model, ref, x, mask, steps=1)
+    full, _ = _pair(arch, extra, ScanOptions("fused"))
+    w = torch.randn(*mask.shape, 4, dtype=torch.float64)
+    _step(full, x, mask, w, 0)
+    model.zero_grad()
+    _step(model, x, mask, w, 0)
+    assert not torch.allclose(full.layers[0].weight.grad, model.layers[0].weight.grad)
+
+
+@pytest.mark.parametrize("arch, extra", SPIKING[:3])
+def test_eval_and_no_grad_paths_equal_eager(arch, extra):
+    x, mask = _padded()
+    model, ref = _pair(arch, extra, ScanOptions("fused"))
+    _step(model, x, mask, torch.ones(*mask.shape, 4, dtype=torch.float64), 0)  # set ranges
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for mode in (True, False):
+            model.train(mode), ref.train(mode)
+            torch.manual_seed(1)
+            a = model(x, mask).logits
+            torch.manual_seed(1)
+            assert torch.allclose(a[mask], ref(x, mask).logits[mask], atol=1e-9)
+
+
+def test_encoder_gradient_equals_eager():
+    x, mask = _padded()
+    fused, eager = SigmaDeltaEncoder(6, 3, 0.1).double(), SigmaDeltaEncoder(6, 3, 0.1).double()
+    eager.scan_options = ScanOptions("eager")
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    w = torch.randn_like(x)
+    a, b = fused(xa, mask), eager(xb, mask)
+    assert torch.equal(a, b) and (a != 0).any()
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-9)
+    assert torch.equal(fused.quantizer.ema, eager.quantizer.ema)
+
+
+def test_cell_without_kernel_falls_back_to_eager():
+    def step(x, state, params, m):
+        return x[0] + state, x[0] + state
+
+    cell = Cell("cumsum", step)
+    assert resolve_backend(cell, ScanOptions("fused")) == "eager"
+    x = torch.randn(6, 2, 3)
+    masks = step_masks(ScanMasks.of(torch.ones(6, 2, dtype=torch.bool)), Quantizer())
+    out, final = scan(cell, (x,), torch.zeros(2, 3), None, masks, ScanOptions("fused"))
+    assert torch.allclose(out, x.cumsum(0)) and torch.allclose(final, x.sum(0))
+
+
+def test_bad_scan_options_are_config_errors():
+    with pytest.raises(ConfigError, match="scan_backend"):
+        ModelConfig(scan_backend="cuda-graph").check()
+    with pytest.raises(ConfigError, match="tbptt"):
+        ModelConfig(tbptt=-1).check()
+    with pytest.raises(ConfigError, match="eager"):
+        ScanOptions("triton").check()
+
+
+@pytest.mark.parametrize("arch, extra", SPIKING[:3])
+def test_float32_fused_matches_eager(arch, extra):
+    """float32 takes the oneDNN products where available: equal up to float32 rounding."""
+    torch.manual_seed(0)
+    model = build(arch, ModelConfig(hidden=9, dropout=0.0, **extra), 5, 4).train()
+    ref = copy.deepcopy(model)
+    configure(ref, ScanOptions("eager"))
+    x, mask = _padded()
+    a, b = model(x.float(), mask), ref(x.float(), mask)
+    assert torch.allclose(a.logits[mask], b.logits[mask], atol=1e-4)
+    a.logits[mask].sum().backward()
+    b.logits[mask].sum().backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-3, rtol=1e-3), name
