@@ -322,6 +322,7 @@ def features(
 @click.option("--exp", "exp_name", default=None, help="Run name under exp/ (default: the arch).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this run.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
+@click.option("--tensorboard", is_flag=True, help="Also log to exp/<run>/tensorboard/ (log.tensorboard=true).")
 @click.argument("overrides", nargs=-1)
 @RECIPE_DIR
 def train(
@@ -330,6 +331,7 @@ def train(
     exp_name: str | None,
     resume: bool,
     device: str | None,
+    tensorboard: bool,
     overrides: tuple[str, ...],
     recipe_dir: Path,
 ) -> None:
@@ -343,7 +345,7 @@ def train(
         exp_name=exp_name,
         resume=resume,
         device=device,
-        overrides=overrides,
+        overrides=(*overrides, "log.tensorboard=true") if tensorboard else overrides,
     )
 
 

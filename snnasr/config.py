@@ -143,10 +143,18 @@ class DataConfig:
 
 
 @dataclass
+class LogConfig:
+    # TensorBoard event files under exp/<run>/tensorboard/ (needs the [tensorboard] extra);
+    # metrics.jsonl is written either way and stays the record.
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = 1
 
     def check(self) -> Config:

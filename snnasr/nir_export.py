@@ -239,8 +239,8 @@ def export_nir(
     Raises ConfigError (one line naming the part NIR cannot express) before writing anything,
     and DataError if the graph fails to reproduce the model's spikes on a random input.
     """
-    from snnasr.evaluate import resolve_exp  # noqa: PLC0415
     from snnasr.checkpoint import load_model  # noqa: PLC0415
+    from snnasr.evaluate import resolve_exp  # noqa: PLC0415
 
     nir = _nir()
     if not dt > 0:
@@ -274,5 +274,6 @@ def export_nir(
         "nodes": len(graph.nodes),
         "edges": len(graph.edges),
         "layers": len(model.layers),
-        "spikes checked": int(sum(s.size for s in spikes)),
+        "frames x neurons checked": int(sum(s.size for s in spikes)),
+        "spikes among them": int(sum(s.sum() for s in spikes)),
     }

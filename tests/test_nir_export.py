@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from yesno_fixture import KALDI_LANG, yesno_with_alignments
+from yesno_fixture import TINY_TRAIN, yesno_recipe
 
 from snnasr import cli as cli_module
 from snnasr.cli import cli
 from snnasr.config import load_config
-from snnasr.features import FeatureOptions, make_features
 from snnasr.io import ConfigError
-from snnasr.kaldi.alignments import prepare_kaldi
 
 nir = pytest.importorskip("nir", reason="the [nir] extra (nir) is not installed: pip install 'snnasr[nir]'")
 nirtorch = pytest.importorskip("nirtorch", reason="nirtorch is not installed (part of snnasr's [dev] extra)")
@@ -28,17 +26,13 @@ nirtorch = pytest.importorskip("nirtorch", reason="nirtorch is not installed (pa
 from snnasr.nir_export import check_exportable, model_spikes  # noqa: E402
 
 EXACT = ["model.n_bits=1", "model.threshold=0", "model.reset=zero", "model.input_encoding=none"]
-TRAIN = ["--device", "cpu", "model.hidden=16", "train.epochs=1", "train.batch_frames=4000"]
-TRAIN += ["train.curriculum=1000*1", "data.train_set=train_yesno", "data.dev_set=train_yesno"]
+TRAIN = [*TINY_TRAIN, "train.epochs=1"]
 
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
     """A yes/no recipe dir (2 real utterances, MFCC, pdf labels) with exp/lif trained to export."""
-    root = tmp_path_factory.mktemp("nir")
-    data, ali = yesno_with_alignments(root)
-    make_features(data, FeatureOptions.load(None, ftype="mfcc", deltas=True, cmvn="utt"))
-    prepare_kaldi(data, ali, root, lang_dir=KALDI_LANG)
+    root = yesno_recipe(tmp_path_factory.mktemp("nir"))
     args = ["train", "--arch", "lif", "-d", str(root), "model.lif_decay_init=0.9", *EXACT, *TRAIN]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -71,10 +65,10 @@ def test_exported_graph_reproduces_the_models_spikes_under_nirtorch(recipe: Path
     out = recipe / "lif.nir"
     result = CliRunner().invoke(cli, ["export", "nir", "exp/lif", str(out), "-d", str(recipe)])
     assert result.exit_code == 0, result.output
-    assert "spikes checked" in result.output
+    assert "frames x neurons checked" in result.output
 
-    from snnasr.dataset import UtteranceDataset
     from snnasr.checkpoint import load_model
+    from snnasr.dataset import UtteranceDataset
 
     _, feats, _ = UtteranceDataset(recipe / "data" / "train_yesno", level="pdf")[0]
     x = feats.double().numpy()

@@ -25,3 +25,19 @@ def yesno_with_alignments(root: Path) -> tuple[Path, Path]:
     with gzip.open(ali / "ali.1.gz", "wt") as f:
         f.writelines(f"{u} {' '.join(map(str, alis[u]))}\n" for u in read_table(data / "wav.scp"))
     return data, ali
+
+
+def yesno_recipe(root: Path) -> Path:
+    """A trainable recipe dir: the 2 utterances above with MFCC + deltas and pdf/phone frame labels."""
+    from snnasr.features import FeatureOptions, make_features
+    from snnasr.kaldi.alignments import prepare_kaldi
+
+    data, ali = yesno_with_alignments(root)
+    make_features(data, FeatureOptions.load(None, ftype="mfcc", deltas=True, cmvn="utt"))
+    prepare_kaldi(data, ali, root, lang_dir=KALDI_LANG)
+    return root
+
+
+# `snnasr train` arguments for a seconds-long run on yesno_recipe (dev = the training set).
+TINY_TRAIN = ["--device", "cpu", "model.hidden=16", "train.batch_frames=4000", "train.curriculum=1000*1"]
+TINY_TRAIN += ["data.train_set=train_yesno", "data.dev_set=train_yesno"]
