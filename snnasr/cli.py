@@ -419,6 +419,24 @@ def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int)
     run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
 
 
+@cli.command()
+@click.argument("exp", type=click.Path(path_type=Path))
+@click.option("--set", "set_name", default="test", show_default=True)
+@click.option("--utt", required=True, help="Utterance id (a key of the set's feats.scp).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG to write (default: <exp>/plots/<set>_<utt>.png).",
+)
+@RECIPE_DIR
+def plot(exp: Path, set_name: str, utt: str, out: Path | None, recipe_dir: Path) -> None:
+    """One utterance: features, each layer's spikes, posteriorgram, reference vs decoded segments."""
+    from snnasr.utt_plot import plot_utterance
+
+    click.echo(f"wrote {plot_utterance(exp, recipe_dir, set_name, utt, out)}")
+
+
 @cli.group(cls=OrderedGroup)
 def export() -> None:
     """Export a trained model or a data dir to other toolkits' formats."""
