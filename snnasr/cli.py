@@ -182,6 +182,18 @@ def prep_kaldi(data_dir: Path, ali_dir: Path, lang_dir: Path | None, targets: st
     _echo_counts("labelled utterances", counts)
 
 
+@prep.command("lhotse")
+@click.argument("recordings", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("supervisions", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "set_name", required=True, help="Name of the data dir to write (data/<set>).")
+@RECIPE_DIR
+def prep_lhotse(recordings: Path, supervisions: Path, set_name: str, recipe_dir: Path) -> None:
+    """A data dir from Lhotse RecordingSet + SupervisionSet manifests (phone alignments too)."""
+    from snnasr.lhotse_io import prepare_lhotse
+
+    _echo_counts(f"data/{set_name}", prepare_lhotse(recordings, supervisions, recipe_dir, set_name))
+
+
 @prep.command("yesno")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @RECIPE_DIR
@@ -454,6 +466,16 @@ def export_nir_(exp: Path, out: Path, dt: float, recipe_dir: Path) -> None:
     from snnasr.nir_export import export_nir
 
     _echo_counts(f"wrote {out}", export_nir(exp, out, recipe_dir=recipe_dir, dt=dt))
+
+
+@export.command("lhotse")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+def export_lhotse_(data_dir: Path, out_dir: Path) -> None:
+    """DATA_DIR as Lhotse manifests in OUT_DIR: <set>_recordings / <set>_supervisions .jsonl.gz."""
+    from snnasr.lhotse_io import export_lhotse
+
+    _echo_counts(f"wrote {out_dir / data_dir.name}_*.jsonl.gz", export_lhotse(data_dir, out_dir))
 
 
 def _stage_name(argv: list[str]) -> str:
