@@ -29,7 +29,7 @@ def wav_path(entry: str, where: str) -> Path:
 
 def audio_info(path: str | os.PathLike, expected_rate: int | None = None) -> tuple[int, int]:
     """Return (num_samples, sample_rate) from the header, with the same checks as read_audio."""
-    path = Path(path)
+    path = _existing(path)
     try:
         info = sf.info(str(path))
     except Exception as e:
@@ -45,7 +45,7 @@ def read_audio(path: str | os.PathLike, expected_rate: int | None = None) -> tup
     Float files are checked for NaN/inf first: the integer conversion would silently turn them
     into 0 and full scale.
     """
-    path = Path(path)
+    path = _existing(path)
     try:
         if sf.info(str(path)).subtype in ("FLOAT", "DOUBLE"):
             raw, _ = sf.read(str(path), dtype="float64", always_2d=True)
@@ -63,6 +63,14 @@ def read_audio(path: str | os.PathLike, expected_rate: int | None = None) -> tup
     _check(path, data.shape[0], rate, data.shape[1], expected_rate)
     _check_complete(path, data.shape[0])
     return data[:, 0].astype(np.float32), rate
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(f"{path}: audio file not found{where}; check wav.scp or the corpus path")
+    return path
 
 
 def _reason(e: Exception) -> str:

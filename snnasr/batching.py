@@ -1,9 +1,11 @@
-"""Frame-budget minibatches for time-first sequence models, with the seed's length curriculum.
+"""Length-sorted minibatches for time-first sequence models, with the seed's length curriculum.
 
 Why this shape: the recurrent models run step by step over time, so a minibatch costs
-``max_len x batch`` steps whatever its content.  Sorting pieces by length and filling each
-minibatch up to a budget of *padded* frames keeps padding (wasted compute) small while the
-batch size adapts to the length.  Pieces of one epoch are a pure function of
+``max_len x batch`` steps whatever its content.  Sorting pieces by length keeps padding
+(wasted compute) small.  A minibatch is closed by either of two limits, each optional:
+``batch_size`` sequences (the seed: 64, so early curriculum epochs with short pieces take as
+many optimiser steps as the seed's) and ``batch_frames`` *padded* frames (a memory budget under
+which the batch size adapts to the length: fewer, larger-in-time steps).  Pieces of one epoch are a pure function of
 ``(seed, epoch)``, so a run resumed from a checkpoint sees exactly the same minibatches.
 
 Corpus frames live once in a :class:`Packed` tensor (all utterances concatenated, plus one
@@ -109,13 +111,18 @@ def cut(length: int, max_len: int) -> list[tuple[int, int]]:
 
 
 def plan_batches(
-    lengths: Sequence[int], max_len: int, batch_frames: int, generator: torch.Generator | None = None
+    lengths: Sequence[int],
+    max_len: int,
+    batch_frames: int | None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
 ) -> list[list[tuple[int, int, int]]]:
-    """Group utterance pieces into minibatches of at most ``batch_frames`` padded frames.
+    """Group utterance pieces into minibatches of at most ``batch_size`` pieces and ``batch_frames`` padded frames.
 
     Returns batches of ``(utterance index, start, end)``.  Pieces are sorted by length (ties in
     random order when ``generator`` is given, else in utterance order) and filled greedily; a
-    single piece longer than ``batch_frames`` gets a batch of its own.  With a generator the
+    limit of None is no limit, and a single piece longer than ``batch_frames`` gets a batch of
+    its own.  With a generator the
     batch order is shuffled too; without one (evaluation) it is shortest first.
     """
     pieces = [(u, s, e) for u, n in enumerate(lengths) for s, e in cut(n, max_len)]
@@ -127,7 +134,10 @@ def plan_batches(
     current: list[tuple[int, int, int]] = []
     for piece in pieces:
         # Sorted ascending, so the new piece is the longest: padded size = its length x count.
-        if current and (piece[2] - piece[1]) * (len(current) + 1) > batch_frames:
+        full = batch_size is not None and len(current) >= batch_size
+        if current and (
+            full or (batch_frames is not None and (piece[2] - piece[1]) * (len(current) + 1) > batch_frames)
+        ):
             batches.append(current)
             current = []
         current.append(piece)
@@ -170,8 +180,13 @@ def index_batches(
 
 
 def epoch_batches(
-    data: Packed, max_len: int, batch_frames: int, seed: int | None, device: torch.device | str = "cpu"
+    data: Packed,
+    max_len: int,
+    batch_frames: int | None,
+    seed: int | None,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
 ) -> list[Batch]:
     """Minibatches of one epoch; ``seed=None`` means evaluation order (no shuffling)."""
     gen = None if seed is None else torch.Generator().manual_seed(seed)
-    return index_batches(plan_batches(data.lengths, max_len, batch_frames, gen), data, device)
+    return index_batches(plan_batches(data.lengths, max_len, batch_frames, gen, batch_size), data, device)

@@ -1,32 +1,67 @@
-"""Training throughput of every architecture side by side, as ratios to the fused nn.LSTM.
+"""``snnasr bench``: training and inference throughput and peak memory, side by side, vs nn.LSTM.
 
-Why: the SNN layers step through time in Python while nn.LSTM/GRU run a fused kernel, so the
-speed of an SNN implementation only means something next to the LSTM measured in the same
-run, on the same machine and shapes.  One timed iteration = forward, masked NLL loss,
-backward and an Adam step on random data (``steps`` × ``batch`` frames, 40-dim input,
-48 classes); reported: the median over ``repeats`` after one warm-up iteration.
+Why: the spiking layers run their own time loop (:mod:`snnasr.models.scan`) while nn.LSTM/GRU
+run a fused library kernel, so an SNN's speed only means something next to the LSTM measured
+in the same process, on the same machine, shapes and load.  Every architecture variant runs
+with each requested scan backend (``fused``; ``eager`` is the naive per-step reference);
+LSTM/GRU rows are torch's own kernels (backend ``torch``).
+
+Measured per row, on random data (``frames`` x ``batch``, 40-dim input, 48 classes):
+
+- training step: forward, masked cross-entropy, backward and an Adam step;
+- inference: an eval-mode forward under ``torch.no_grad``;
+- peak memory of one training step above what the model and optimiser already hold
+  (CUDA: the allocator's peak; CPU: the process's resident-set high-water mark, reset before
+  the step, with glibc's mmap threshold fixed so freed tensors leave the resident set).
+
+One warm-up iteration per row, then ``repeats`` rounds in which every row runs once in turn
+(interleaved, so a change in machine load hits all rows alike); the median round is reported.
+Frames/s count real frames only: with ``padded`` the batch's lengths are spread evenly over
+[frames/2, frames] as in a length-sorted bucket of real utterances.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
+import os
+import re
 import statistics
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from snnasr.config import ModelConfig
+from snnasr.config import SCAN_BACKENDS, ModelConfig
+from snnasr.io import ConfigError
 from snnasr.models import build
-from snnasr.train import resolve_device
+from snnasr.models.scan import ScanOptions, configure
+from snnasr.runtime import resolve_device
 
 N_IN, N_OUT = 40, 48
+
+
+class Variant(NamedTuple):
+    name: str  # as --archs selects it
+    arch: str
+    overrides: dict
+    spiking: bool  # runs through the scan (has backends); else a torch kernel
+
+
 VARIANTS = (
-    ("lstm", "lstm", {}),
-    ("gru", "gru", {}),
-    ("lif", "lif", {}),
-    ("proposed v2", "proposed", {"recurrent": True}),
-    ("proposed v1", "proposed", {"recurrent": False}),
+    Variant("lstm", "lstm", {}, False),
+    Variant("gru", "gru", {}, False),
+    Variant("lif", "lif", {}, True),
+    Variant("proposed", "proposed", {"recurrent": True}, True),
+    Variant("proposed-v1", "proposed", {"recurrent": False}, True),
 )
+
+
+class Row(NamedTuple):
+    variant: Variant
+    backend: str  # torch | fused | eager
 
 
 def _sync(device: torch.device) -> None:
@@ -34,48 +69,188 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training_step(
-    arch: str, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, repeats: int
-) -> float:
-    """Median seconds of one training iteration (after one untimed warm-up)."""
-    model = build(arch, cfg, N_IN, N_OUT).to(x.device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for i in range(repeats + 1):
-        _sync(x.device)
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        logits = model(x, mask).logits
-        loss = F.cross_entropy(logits[mask], y[mask])
-        loss.backward()
-        opt.step()
-        _sync(x.device)
-        if i > 0:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _rss(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def peak_memory(step: Callable[[], None], device: torch.device) -> int:
+    """Bytes one call of ``step`` needs above what is allocated before it (see module docstring)."""
+    if device.type == "cuda":
+        _sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    try:
+        _libc().malloc_trim(0)  # freed heap pages leave the resident set: reusing them counts again
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM
+        base = _rss("VmRSS")
+    except (OSError, AttributeError):
+        return -1  # not Linux / glibc: unknown
+    step()
+    return _rss("VmHWM") - base
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL("libc.so.6")
+
+
+def _fix_mmap_threshold() -> None:
+    """Freed large tensors go back to the OS at once (otherwise RSS keeps glibc's cache)."""
+    try:
+        _libc().mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _rows(archs: list[str], backends: list[str]) -> list[Row]:
+    names = [v.name for v in VARIANTS]
+    for a in archs:
+        if a not in names:
+            raise ConfigError(f"--archs: {a!r} is unknown; choose from {', '.join(names)}")
+    for b in backends:
+        if b not in SCAN_BACKENDS:
+            raise ConfigError(f"--backend: {b!r} is unknown; choose from {', '.join(SCAN_BACKENDS)}")
+    chosen = ["lstm"] + [a for a in archs if a != "lstm"]  # the LSTM is the reference of every ratio
+    rows = []
+    for v in VARIANTS:
+        if v.name in chosen:
+            rows += [Row(v, b) for b in dict.fromkeys(backends)] if v.spiking else [Row(v, "torch")]
+    return rows
+
+
+class _Case:
+    """One row's model, optimiser and the two timed closures."""
+
+    def __init__(self, row: Row, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor):
+        torch.manual_seed(0)
+        self.model = build(row.variant.arch, cfg, N_IN, N_OUT).to(x.device)
+        configure(self.model, ScanOptions(row.backend if row.variant.spiking else "auto"))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.x, self.mask, self.y = x, mask, y
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(self.x, self.mask).logits
+        F.cross_entropy(logits[self.mask], self.y[self.mask]).backward()
+        self.opt.step()
+
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.x, self.mask)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _check(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"--{name}={value}: must be positive")
 
 
 def run_bench(
-    device: str | None = None, hidden: int = 550, batch: int = 32, steps: int = 200, repeats: int = 3
+    archs: list[str] | None = None,
+    hidden: int = 550,
+    layers: int = 2,
+    frames: int = 800,
+    batch: int = 8,
+    device: str | None = None,
+    backends: list[str] | None = None,
+    padded: bool = False,
+    repeats: int = 3,
+    as_json: bool = False,
 ) -> list[dict]:
-    """Print (and return) frames/s per architecture and its ratio to the LSTM."""
+    """Measure every row, print the ratio table (or JSON), return the rows as dicts."""
+    for name, value in (("hidden", hidden), ("layers", layers), ("frames", frames), ("batch", batch)):
+        _check(name, value)
+    _check("repeats", repeats)
+    rows = _rows(archs or [v.name for v in VARIANTS], backends or ["fused", "eager"])
     dev = resolve_device(device)
+    _fix_mmap_threshold()
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(steps, batch, N_IN, generator=gen).to(dev)
-    y = torch.randint(0, N_OUT, (steps, batch), generator=gen).to(dev)
-    mask = torch.ones(steps, batch, dtype=torch.bool, device=dev)
-    rows = []
-    for name, arch, extra in VARIANTS:
-        cfg = ModelConfig(arch=arch, hidden=hidden, **extra)
-        sec = time_training_step(arch, cfg, x, mask, y, repeats)
-        rows.append({"model": name, "seconds": sec, "frames_per_s": steps * batch / sec})
-    ref = rows[0]["frames_per_s"]
-    print(
-        f"device {dev}, hidden {hidden}, batch {batch}, steps {steps}, median of {repeats} "
-        f"(forward + backward + Adam step)"
+    x = torch.randn(frames, batch, N_IN, generator=gen)
+    y = torch.randint(0, N_OUT, (frames, batch), generator=gen)
+    lengths = (
+        torch.linspace(frames, (frames + 1) // 2, batch).round().long() if padded else torch.full((batch,), frames)
     )
-    print(f"{'model':<12} {'s/iter':>9} {'frames/s':>10} {'vs lstm':>8}")
+    mask = torch.arange(frames)[:, None] < lengths[None]
+    x, y, mask = (x * mask[..., None]).to(dev), y.to(dev), mask.to(dev)
+    n_frames = int(lengths.sum())
+    cases = [
+        _Case(r, ModelConfig(arch=r.variant.arch, hidden=hidden, layers=layers, **r.variant.overrides), x, mask, y)
+        for r in rows
+    ]
+    train: list[list[float]] = [[] for _ in rows]
+    infer: list[list[float]] = [[] for _ in rows]
+    peaks = []
+    for case in cases:  # warm-up, then the memory of one more step
+        case.train_step()
+        case.infer()
+        peaks.append(peak_memory(case.train_step, dev))
+    for _ in range(repeats):
+        for k, case in enumerate(cases):
+            train[k].append(_timed(case.train_step, dev))
+            infer[k].append(_timed(case.infer, dev))
+    out = []
+    for row, tr, inf, peak in zip(rows, train, infer, peaks):
+        out.append(
+            {
+                "arch": row.variant.name,
+                "backend": row.backend,
+                "train_frames_per_s": n_frames / statistics.median(tr),
+                "infer_frames_per_s": n_frames / statistics.median(inf),
+                "peak_mem_bytes": peak,
+            }
+        )
+    ref = out[0]
+    for r in out:
+        r["ratio_to_lstm"] = r["train_frames_per_s"] / ref["train_frames_per_s"]
+        r["infer_ratio_to_lstm"] = r["infer_frames_per_s"] / ref["infer_frames_per_s"]
+        r["mem_ratio_to_lstm"] = r["peak_mem_bytes"] / ref["peak_mem_bytes"] if ref["peak_mem_bytes"] > 0 else None
+    settings = {
+        "device": str(dev),
+        "hidden": hidden,
+        "layers": layers,
+        "frames": frames,
+        "batch": batch,
+        "padded": padded,
+        "real_frames": n_frames,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if as_json:
+        print(json.dumps({"settings": settings, "rows": out}, indent=1))
+    else:
+        _print_table(settings, out)
+    return out
+
+
+def _print_table(settings: dict, rows: list[dict]) -> None:
+    s = settings
+    print(
+        f"device {s['device']}, {s['layers']} x {s['hidden']}, batch {s['batch']}, {s['frames']} frames"
+        f"{' (padded: ' + str(s['real_frames']) + ' real)' if s['padded'] else ''}, {s['threads']} thread(s), "
+        f"median of {s['repeats']} interleaved rounds, load average {s['load_average']:.2f}"
+    )
+    print(
+        f"{'arch':<12} {'backend':<7} {'train fr/s':>10} {'vs lstm':>7} {'infer fr/s':>10} {'vs lstm':>7}"
+        f" {'peak MB':>8} {'vs lstm':>7}"
+    )
     for r in rows:
-        r["ratio_to_lstm"] = r["frames_per_s"] / ref
-        print(f"{r['model']:<12} {r['seconds']:>9.3f} {r['frames_per_s']:>10.0f} {r['ratio_to_lstm']:>8.2f}")
-    return rows
+        mem = f"{r['peak_mem_bytes'] / 2**20:>8.1f}" if r["peak_mem_bytes"] >= 0 else f"{'?':>8}"
+        mem_ratio = f"{r['mem_ratio_to_lstm']:>7.2f}" if r["mem_ratio_to_lstm"] is not None else f"{'?':>7}"
+        print(
+            f"{r['arch']:<12} {r['backend']:<7} {r['train_frames_per_s']:>10.0f} {r['ratio_to_lstm']:>7.2f}"
+            f" {r['infer_frames_per_s']:>10.0f} {r['infer_ratio_to_lstm']:>7.2f} {mem} {mem_ratio}"
+        )

@@ -91,7 +91,7 @@ def load(path: str | os.PathLike, what: str, hint: str, keys: tuple[str, ...], w
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found; {hint}") from None
     except Exception as e:  # zip, pickle and EOF errors of a damaged file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).split(". ")[0][:120]
         raise DataError(f"{path}: unreadable {what}, truncated or corrupt ({reason}); {hint}") from None
     missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
     if missing:
@@ -151,6 +151,7 @@ def data_fingerprint(data: Any) -> dict:
     return {
         "set": Path(data_dir).name if data_dir is not None else None,
         "features": state.get("hash"),
+        "feature_options": state.get("options"),
         "feature_type": state.get("type"),
         "cmvn": state.get("cmvn"),
         "dim": int(data.dim),
@@ -164,13 +165,35 @@ def data_fingerprint(data: Any) -> dict:
 def fingerprint_changes(old: dict, new: dict, fields: tuple[str, ...] | None = None) -> list[str]:
     """Readable differences, e.g. ``"CMVN speaker -> utt"``; hashes are shown shortened."""
     changes = []
+    by_option = old.get("features") != new.get("features") and old.get("feature_options") and new.get("feature_options")
     for key in fields or tuple(_NAMES):
         a, b = old.get(key), new.get(key)
-        if a != b:
+        if key == "features" and by_option:
+            changes += option_changes(old["feature_options"], new["feature_options"])
+        elif key in ("feature_type", "cmvn", "dim") and by_option:
+            continue  # follow from the options listed
+        elif a != b:
             if key in ("features", "label_set", "utt_list"):
                 a, b = str(a)[:8], str(b)[:8]
             changes.append(f"{_NAMES[key]} {a} -> {b}")
     return changes
+
+
+def option_changes(old: dict, new: dict) -> list[str]:
+    """``["feature option cmvn speaker -> utt", ...]``: the features options that differ."""
+    return [
+        f"feature option {k} {old.get(k)} -> {new.get(k)}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+
+
+def training_options(saved: dict, now: dict) -> str:
+    """The features options a model was trained with where they differ now, as ``snnasr features``
+    YAML keys (for hints)."""
+    old, new = saved.get("feature_options") or {}, now.get("feature_options") or {}
+    diff = [f"{'type' if k == 'ftype' else k}={v}" for k, v in old.items() if new.get(k) != v]
+    return ", ".join(diff) or "the options it was trained with"
 
 
 def model_stamp(exp_dir: str | os.PathLike) -> dict:

@@ -135,12 +135,22 @@ def prep_timit(
     default=None,
     help="Montreal Forced Aligner output dir (phones tier) for frame labels.",
 )
+@bad_utterance_options
 @RECIPE_DIR
-def prep_librispeech(corpus: Path, sets: str, textgrids: Path | None, recipe_dir: Path) -> None:
+def prep_librispeech(
+    corpus: Path, sets: str, textgrids: Path | None, max_bad_fraction: float, strict: bool, recipe_dir: Path
+) -> None:
     """LibriSpeech (FLAC + trans.txt); labels from MFA TextGrids or later `prep kaldi`."""
     from snnasr.data.librispeech import prepare_librispeech
 
-    counts = prepare_librispeech(corpus, recipe_dir, sets=sets.split(","), textgrids=textgrids)
+    counts = prepare_librispeech(
+        corpus,
+        recipe_dir,
+        sets=sets.split(","),
+        textgrids=textgrids,
+        max_bad_fraction=max_bad_fraction,
+        strict=strict,
+    )
     _echo_counts("utterances", counts)
 
 
@@ -196,23 +206,25 @@ def prep_lhotse(recordings: Path, supervisions: Path, set_name: str, recipe_dir:
 
 @prep.command("yesno")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_yesno(corpus: Path, recipe_dir: Path) -> None:
+def prep_yesno(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Kaldi's yes/no corpus (a waves_yesno/ folder): train_yesno 31, test_yesno 29."""
     from snnasr.data.yesno import prepare_yesno
 
-    counts = prepare_yesno(corpus, recipe_dir)
+    counts = prepare_yesno(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
 @prep.command("fsdd")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@bad_utterance_options
 @RECIPE_DIR
-def prep_fsdd(corpus: Path, recipe_dir: Path) -> None:
+def prep_fsdd(corpus: Path, max_bad_fraction: float, strict: bool, recipe_dir: Path) -> None:
     """Free Spoken Digit Dataset (recordings/): train 2400, dev 300, test 300; word labels."""
     from snnasr.data.fsdd import prepare_fsdd
 
-    counts = prepare_fsdd(corpus, recipe_dir)
+    counts = prepare_fsdd(corpus, recipe_dir, max_bad_fraction=max_bad_fraction, strict=strict)
     _echo_counts("utterances", counts)
 
 
@@ -377,7 +389,21 @@ def train(
     help="official = the seed code's gated-SNN formula (its quirk included), for comparison.",
 )
 @click.option(
-    "--smooth", type=int, default=1, show_default=True, help="Majority filter over N frames before PER (1 = off)."
+    "--smooth",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Majority filter over N frames before collapse PER (1 = off).",
+)
+@click.option(
+    "--encoder-ops",
+    type=click.Choice(["counted", "free"]),
+    default="counted",
+    show_default=True,
+    help="counted = the SNNs' sigma-delta input encoder's own work is in the op count; free = as the seed.",
+)
+@click.option(
+    "--min-dur", type=int, default=3, show_default=True, help="Decoder: minimum phone duration in frames (>= 1)."
 )
 @RECIPE_DIR
 def eval_(
@@ -388,9 +414,11 @@ def eval_(
     device: str | None,
     ops_convention: str,
     smooth: int,
+    encoder_ops: str,
+    min_dur: int,
     recipe_dir: Path,
 ) -> None:
-    """Evaluate EXP (exp/<run>) on a set: accuracy, PER, % zeros, ops."""
+    """Evaluate EXP (exp/<run>) on a set: accuracy, decoded and collapse PER, % zeros, ops."""
     from snnasr.evaluate import run_evaluation
 
     run_evaluation(
@@ -402,6 +430,8 @@ def eval_(
         device=device,
         ops_convention=ops_convention,
         smooth_window=smooth,
+        encoder_ops=encoder_ops,
+        min_dur=min_dur,
     )
 
 
@@ -419,16 +449,43 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 
 
 @cli.command()
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--archs", default=None, help="Comma-separated variants (default: all; lstm is always run).")
 @click.option("--hidden", type=click.IntRange(min=1), default=550, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Sequence length in frames.")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=800, show_default=True, help="Sequence length.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
+@click.option("--backend", "backends", default="fused,eager", show_default=True, help="Scan backends of the SNNs.")
+@click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-def bench(device: str | None, hidden: int, batch: int, steps: int, repeats: int) -> None:
-    """Training throughput of each architecture, side by side, as ratios to nn.LSTM."""
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(
+    archs: str | None,
+    hidden: int,
+    layers: int,
+    frames: int,
+    batch: int,
+    device: str | None,
+    backends: str,
+    padded: bool,
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
     from snnasr.bench import run_bench
 
-    run_bench(device=device, hidden=hidden, batch=batch, steps=steps, repeats=repeats)
+    run_bench(
+        archs=[a for a in archs.split(",") if a] if archs else None,
+        hidden=hidden,
+        layers=layers,
+        frames=frames,
+        batch=batch,
+        device=device,
+        backends=[b for b in backends.split(",") if b],
+        padded=padded,
+        repeats=repeats,
+        as_json=as_json,
+    )
 
 
 @cli.command()
@@ -524,7 +581,7 @@ def main() -> None:
     except click.ClickException as e:  # usage errors: bad option values, missing arguments
         if DEBUG:
             raise
-        click.echo(f"snnasr {stage}: {e.format_message()}; see snnasr {stage} --help", err=True)
+        click.echo(f"snnasr {stage}: {e.format_message().rstrip('.')}; see snnasr {stage} --help", err=True)
         sys.exit(e.exit_code)
     except click.Abort as e:  # click turns Ctrl-C and EOFError into Abort
         if isinstance(e.__cause__, EOFError) and not DEBUG:

@@ -48,8 +48,11 @@ class ModelConfig:
     input_threshold: int = 3
     # proposed: true = gates also see the layer's own previous output (paper / v2); false = v1.
     recurrent: bool = True
-    # lif: initial per-neuron synaptic decay, kept in [0, 1].
-    lif_decay_init: float = 1.0
+    # lif: initial per-neuron synaptic decay β, kept in [0, 1]: U[lif_decay_init, lif_decay_init_max]
+    # (default U[0.5, 1]); lif_decay_init_max: null = every neuron at lif_decay_init.  The seed's
+    # exact setting is lif_decay_init: 1.0, lif_decay_init_max: null (see snnasr.models.lif).
+    lif_decay_init: float = 0.5
+    lif_decay_init_max: float | None = 1.0
     # lif: after a spike the membrane loses what it emitted (subtract, the seed) or is set to 0
     # (zero: NIR's reset; with n_bits 1 and input_encoding none the model exports to NIR exactly).
     reset: str = "subtract"
@@ -85,6 +88,11 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if not 0.0 <= self.lif_decay_init <= 1.0:
             raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
+        hi = self.lif_decay_init_max
+        if hi is not None and not self.lif_decay_init <= hi <= 1.0:
+            raise ConfigError(
+                f"model.lif_decay_init_max={hi}: must be in [lif_decay_init, 1] = [{self.lif_decay_init}, 1] (or null)"
+            )
         if not 0.0 < self.ema_momentum <= 1.0:
             raise ConfigError(
                 f"model.ema_momentum={self.ema_momentum}: must be in (0, 1] (weight of the newest range estimate)"
@@ -96,25 +104,46 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 24
     lr: float = 1e-3
-    # Minibatches hold at most this many frames (padding included), from length-sorted buckets.
-    batch_frames: int = 32000
+    # Minibatches of length-sorted pieces close at either limit (null = no limit, not both null):
+    # batch_size sequences (the seed: 64) or batch_frames padded frames (a memory budget).
+    batch_size: int | None = 64
+    batch_frames: int | None = None
     # "<max_len>*<epochs>|...": utterances longer than max_len are cut into pieces.
     curriculum: str = "100*5|200*4|400*4|800*4|1000*7"
+    # New-bob (seed): halve lr (not below lr_floor) once the relative dev frame-error improvement
+    # has stayed below newbob_threshold for more than newbob_patience consecutive epochs.
     newbob_threshold: float = 0.005
+    newbob_patience: int = 1
     lr_floor: float = 1.25e-4
     grad_clip: float = 0.0
+    # Spike-activity regulariser: loss += activity_reg * mean |output| of each hidden layer (0 = off).
+    activity_reg: float = 0.0
     eval_max_len: int = 1000
     # Minibatches between progress-bar updates (each update syncs the device once).
     log_every: int = 50
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     max_nonfinite_steps: int = 10
+    # Also checkpoint every this many minibatches inside an epoch (0 = only at epoch ends).
+    checkpoint_every: int = 0
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
-        _positive("train.batch_frames", self.batch_frames)
+        if self.batch_size is None and self.batch_frames is None:
+            raise ConfigError(
+                "train.batch_size and train.batch_frames are both null; set one (the seed: batch_size 64)"
+            )
+        for name in ("batch_size", "batch_frames"):
+            if getattr(self, name) is not None:
+                _positive(f"train.{name}", getattr(self, name))
+        if self.newbob_patience < 0:
+            raise ConfigError(
+                f"train.newbob_patience={self.newbob_patience}: must be >= 0 (0 = halve on the first stall)"
+            )
         _positive("train.log_every", self.log_every)
         _positive("train.eval_max_len", self.eval_max_len)  # 0 would cut dev utterances forever
         _positive("train.max_nonfinite_steps", self.max_nonfinite_steps)
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"train.checkpoint_every={self.checkpoint_every}: must be >= 0 (0 = at epoch ends only)")
         _finite_positive("train.lr", self.lr)
         _finite_positive("train.lr_floor", self.lr_floor)
         if self.lr_floor > self.lr:
@@ -123,6 +152,8 @@ class TrainConfig:
             raise ConfigError(f"train.newbob_threshold={self.newbob_threshold}: must be in [0, 1)")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError(f"train.grad_clip={self.grad_clip}: must be >= 0 (0 = no clipping)")
+        if self.activity_reg < 0:
+            raise ConfigError(f"train.activity_reg={self.activity_reg}: must be >= 0 (0 = off)")
         parse_curriculum(self.curriculum)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from snnasr.data.datadir import read_table
+from snnasr.data.drops import read_dropped
 from snnasr.features import read_feature_state
 from snnasr.io import DataError, require_file
 from snnasr.kaldi.ark import read_mat_scp, read_vec_int_scp
@@ -135,6 +136,14 @@ class UtteranceDataset(Dataset):
             print(
                 f"snnasr: warning: {self.data_dir}: {self.skipped} utterances without labels_{self.level} skipped",
                 file=sys.stderr,
+            )
+        # Labels of utterances this set does not have (and did not drop) belong to another set.
+        dropped = read_dropped(self.data_dir)
+        foreign = sorted(u for u in set(labels).difference(self.uttids) if u not in dropped)
+        if foreign:
+            raise DataError(
+                f"{labels_scp}: labels for {len(foreign)} utterances that are not in feats.scp (e.g. {foreign[0]}); "
+                f"the labels belong to another set: re-run snnasr features or snnasr prep kaldi for this one"
             )
         self.dim = self._feats[0].shape[1] * (2 * context + 1)
 

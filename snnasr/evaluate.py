@@ -8,8 +8,11 @@ paper-style table on stdout.
 Whole utterances are evaluated (no cutting), batched with right padding and a mask: padded
 frames enter no count (accuracy, PER, zeros, ops).  Scores are given at every label level the
 training level folds into (TIMIT phone48 -> phone48, phone39; Kaldi pdf -> pdf, phone), each
-named; PER is scored at the recipe's score level (``data/lang/labels.yaml``) with the frame
-posteriors' argmax turned into phone sequences by :func:`snnasr.metrics.phone_sequence`.
+named.  PER is scored at the recipe's score level (``data/lang/labels.yaml``), silence dropped,
+two ways: the reported PER decodes the posteriors with the hybrid phone-loop decoder of
+:mod:`snnasr.decode` (priors, durations and bigram LM from the training set's labels; acoustic
+scale and LM weight chosen on the dev set), and the "collapse PER" beside it turns the frame
+argmax into phone sequences by :func:`snnasr.metrics.phone_sequence` (every flicker an insertion).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from snnasr import decode as decodemod
 from snnasr import ops as opsmod
 from snnasr.io import ConfigError, DataError, write_text
 from snnasr.lang import Lang, load_lang
-from snnasr.metrics import EditCounts, edit_distance, frame_accuracy, phone_sequence
+from snnasr.metrics import EditCounts, collapse, edit_distance, frame_accuracy, phone_sequence
 
 DEFAULT_BATCH_FRAMES = 20000
 
@@ -71,7 +75,7 @@ def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: 
 
 def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: Any) -> dict:
     """The set's data fingerprint; DataError when its features or labels are not the model's."""
-    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes
+    from snnasr.checkpoint import FEATURE_FIELDS, data_fingerprint, fingerprint_changes, training_options
 
     fingerprint = data_fingerprint(data)
     if saved is None:
@@ -81,7 +85,7 @@ def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: A
     if changes:
         raise DataError(
             f"{data_dir}: not the features/labels {exp_dir.name} was trained on ({'; '.join(changes)}); "
-            f"recompute them with the options in data/{saved['train'].get('set')}/conf/features.yaml, or re-train"
+            f"recompute them (snnasr features) with {training_options(saved['train'], fingerprint)}, or re-train"
         )
     return fingerprint
 
@@ -185,12 +189,23 @@ class ActivationStats:
 
 
 def count_ops(
-    stats: ActivationStats, specs: list, n_out: int, convention: str = "honest", energy: str = "45nm-fp32"
+    stats: ActivationStats,
+    specs: list,
+    n_out: int,
+    convention: str = "honest",
+    energy: str = "45nm-fp32",
+    encoder_features: int = 0,
+    encoder: str = "counted",
 ) -> dict[str, Any]:
-    """Per-frame ops of the model (per layer + readout) and of analytic LSTM/GRU references."""
+    """Per-frame ops of the model (encoder + layers + readout) and of analytic LSTM/GRU references.
+
+    ``encoder_features`` is the width of the model's sigma-delta input encoder (0 = none);
+    ``encoder`` says whether its work counts (see :mod:`snnasr.ops`).
+    """
     frames = stats.frames
     layers = []
-    mac = ac = total = 0.0
+    enc = opsmod.encoder_ops(encoder_features, frames, encoder)
+    mac, ac, total = enc.mac, enc.ac, enc.total
     for i, spec in enumerate(specs):
         in_bin = opsmod.is_binary(stats.range_in[i])
         out_bin = opsmod.is_binary(stats.range_out[i])
@@ -237,6 +252,8 @@ def count_ops(
         }
     return {
         "convention": convention,
+        "encoder": encoder if encoder_features else "none",
+        "encoder_per_frame": enc.total / frames,
         "frames": frames,
         "mac_per_frame": mac / frames,
         "ac_per_frame": ac / frames,
@@ -254,6 +271,100 @@ def count_ops(
     }
 
 
+def _forward(model: torch.nn.Module, feats: list[torch.Tensor], batch_frames: int, desc: str, on_batch: Any) -> None:
+    """Run ``model`` over whole utterances batched by length; ``on_batch(idx, x, mask, out)`` per batch."""
+    dev = next(model.parameters()).device
+    model.eval()
+    batches = _batches([x.shape[0] for x in feats], batch_frames)
+    with torch.no_grad():
+        for idx in tqdm(batches, desc=desc, unit="batch", disable=not sys.stderr.isatty()):
+            x, mask = pad_batch([feats[i].float() for i in idx])
+            x, mask = x.to(dev), mask.to(dev)
+            on_batch(idx, x, mask, model(x, mask))
+
+
+def _set_labels(recipe_dir: Path, set_name: str, level: str, score: str, fold: np.ndarray) -> dict[str, np.ndarray]:
+    """Score-level frame labels of a set (its own file where present, else folded from ``level``)."""
+    from snnasr.kaldi.ark import read_vec_int_scp
+
+    data_dir = recipe_dir / "data" / set_name
+    scp = data_dir / f"labels_{level}.scp"
+    if not scp.is_file():
+        raise DataError(
+            f"{scp}: the decoder estimates its priors, durations and phone LM from the training labels; "
+            f"run snnasr features for set {set_name} (or set data.train_set)"
+        )
+    own = {u: np.asarray(y, dtype=np.int64) for u, y in read_vec_int_scp(scp)}
+    return _references(data_dir, own, level, score, fold)
+
+
+def _decoded_per(
+    model: torch.nn.Module,
+    cfg: Any,
+    lang: Lang,
+    recipe_dir: Path,
+    set_name: str,
+    level: str,
+    score: str,
+    folds: dict[str, np.ndarray],
+    fold: torch.Tensor,
+    log_posts: list[torch.Tensor],
+    refs: dict[str, np.ndarray],
+    batch_frames: int,
+    min_dur: int,
+) -> dict[str, Any]:
+    """Decoded PER of this set: decoder estimated on the training set, tuned on the dev set."""
+    train = _set_labels(recipe_dir, cfg.data.train_set, level, score, folds[score])
+    loop = decodemod.PhoneLoop.estimate(list(train.values()), lang.num_classes(score), min_dur)
+    silence = lang.silence_ids(score)
+
+    def ref_seq(y: np.ndarray) -> list[int]:
+        return collapse(y[y >= 0])
+
+    dev_name = cfg.data.dev_set
+    if dev_name == set_name:
+        dev_posts, dev_refs = log_posts, [ref_seq(y) for y in refs.values()]
+    else:
+        from snnasr.dataset import UtteranceDataset
+
+        dev_dir = recipe_dir / "data" / dev_name
+        _check_features(dev_dir, dev_name)
+        dev_data = UtteranceDataset(
+            dev_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, lang_dir=lang.dir
+        )
+        dev_items = [dev_data[i] for i in range(len(dev_data))]
+        dev_labels = _references(
+            dev_dir, {u: y.numpy().astype(np.int64) for u, _, y in dev_items}, level, score, folds[score]
+        )
+        dev_posts = [torch.empty(0)] * len(dev_items)
+
+        def keep(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+            post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
+            for b, i in enumerate(idx):
+                dev_posts[i] = post[: dev_items[i][1].shape[0], b]
+
+        _forward(model, [x for _, x, _ in dev_items], batch_frames, f"decode {dev_name}", keep)
+        dev_refs = [ref_seq(dev_labels[u]) for u, _, _ in dev_items]
+    acwt, lmw, dev_per = decodemod.tune(loop, dev_posts, dev_refs, silence)
+    hyps = loop.decode(log_posts, acwt, lmw)
+    edits = decodemod.score([ref_seq(y) for y in refs.values()], hyps, silence)
+    return {
+        "level": score,
+        "per": edits.rate,
+        "substitutions": edits.substitutions,
+        "deletions": edits.deletions,
+        "insertions": edits.insertions,
+        "ref_phones": edits.ref_length,
+        "decoder": "phone loop + bigram LM (snnasr.decode)",
+        "min_dur": min_dur,
+        "acwt": acwt,
+        "lm_weight": lmw,
+        "tuned_on": dev_name,
+        "dev_per": dev_per,
+        "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
+    }
+
+
 def config_key(cfg_dict: dict) -> str:
     """Hash of a run's config without its seed: runs sharing it are repeats (mean +- sd)."""
     rest = {k: v for k, v in cfg_dict.items() if k != "seed"}
@@ -268,20 +379,25 @@ def run_evaluation(
     energy: str = "45nm-fp32",
     device: str | None = None,
     ops_convention: str = "honest",
+    encoder_ops: str = "counted",
     smooth_window: int = 1,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
+    min_dur: int = 3,
 ) -> dict[str, Any]:
     """Evaluate ``exp`` on ``data/<set_name>``; write and return the results dict.
 
     ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame decisions before
-    PER.  Raises DataError (one line) for a run without model.pt, a set without features or
+    the collapse PER; ``min_dur`` the decoder's minimum phone duration in frames.  Raises DataError (one line) for a run without model.pt, a set without features or
     labels, or a set whose labels differ from the model's.
     """
     recipe_dir = Path(recipe_dir)
     opsmod.check_convention(ops_convention)
+    opsmod.encoder_ops(0, 0, encoder_ops)  # validates the encoder convention before any work
     opsmod.energy_pj(0.0, 0.0, energy)  # validates the preset name before any work
     if smooth_window < 1 or smooth_window % 2 == 0:
         raise ConfigError(f"smoothing window {smooth_window}: must be an odd number of frames (1 = off)")
+    if min_dur < 1:
+        raise ConfigError(f"minimum duration {min_dur}: must be at least 1 frame")
     exp_dir = resolve_exp(exp, recipe_dir)
     data_dir = recipe_dir / "data" / set_name
     _check_features(data_dir, set_name)
@@ -329,26 +445,31 @@ def run_evaluation(
     stats = ActivationStats(len(specs))
     acc = {lv: [0, 0] for lv in levels}
     edits = EditCounts()
-    dev = next(model.parameters()).device
-    model.eval()
-    batches = _batches([x.shape[0] for _, x, _ in items], batch_frames)
-    with torch.no_grad():
-        for idx in tqdm(batches, desc=f"eval {set_name}", unit="batch", disable=not sys.stderr.isatty()):
-            x, mask = pad_batch([items[i][1].float() for i in idx])
-            x, mask = x.to(dev), mask.to(dev)
-            out = model(x, mask)
-            stats.update(x, mask, out.layer_inputs, out.layer_outputs)
-            pred = out.logits.argmax(-1).cpu().numpy()
-            for b, i in enumerate(idx):
-                uttid, feats, _ = items[i]
-                p = pred[: feats.shape[0], b]
-                for lv in levels:
-                    c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
-                    acc[lv][0] += c
-                    acc[lv][1] += n
-                hyp = phone_sequence(p, folds[score], silence, smooth_window)
-                ref = phone_sequence(refs[score][uttid], None, silence)
-                edits = edits + edit_distance(ref, hyp)
+    n_score = lang.num_classes(score)
+    fold = decodemod.fold_matrix(folds[score], n_score)
+    log_posts: list[torch.Tensor] = [torch.empty(0)] * len(items)
+
+    def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        nonlocal edits
+        stats.update(x, mask, out.layer_inputs, out.layer_outputs)
+        pred = out.logits.argmax(-1).cpu().numpy()
+        post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
+        for b, i in enumerate(idx):
+            uttid, feats, _ = items[i]
+            log_posts[i] = post[: feats.shape[0], b]
+            p = pred[: feats.shape[0], b]
+            for lv in levels:
+                c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
+                acc[lv][0] += c
+                acc[lv][1] += n
+            hyp = phone_sequence(p, folds[score], silence, smooth_window)
+            ref = phone_sequence(refs[score][uttid], None, silence)
+            edits = edits + edit_distance(ref, hyp)
+
+    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    decoded = _decoded_per(
+        model, cfg, lang, recipe_dir, set_name, level, score, folds, fold, log_posts, refs[score], batch_frames, min_dur
+    )
 
     cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -366,7 +487,8 @@ def run_evaluation(
         "frames": stats.frames,
         "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
         "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
-        "per": {
+        "per": decoded,
+        "collapse_per": {
             "level": score,
             "per": edits.rate,
             "substitutions": edits.substitutions,
@@ -389,10 +511,13 @@ def run_evaluation(
         "trained_on": (meta.get("data") or {}).get("train"),
     }
     out_dir = exp_dir / f"eval_{set_name}"
-    suffix = "" if ops_convention == "honest" else f"_{ops_convention}"
+    suffix = ("" if ops_convention == "honest" else f"_{ops_convention}") + (
+        "" if encoder_ops == "counted" else f"_encoder-{encoder_ops}"
+    )
     results["results_file"] = f"results{suffix}.json"
     if report_ops:
-        details = count_ops(stats, specs, n_out, ops_convention, energy)
+        enc_width = int(meta["n_in"]) if getattr(model, "encoder", None) is not None else 0
+        details = count_ops(stats, specs, n_out, ops_convention, energy, enc_width, encoder_ops)
         results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
         for kind in ("lstm", "gru"):
             for key in ("total_per_frame", "energy_pj_per_frame"):
@@ -438,11 +563,13 @@ def _print_summary(results: dict[str, Any]) -> None:
             )
     click.echo(table_caption(results) + "\n")
     click.echo(markdown_table(rows))
-    per = results["per"]
+    per, cper = results["per"], results["collapse_per"]
     acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
     click.echo(
-        f"frame accuracy: {acc}; PER ({per['level']}): {100 * per['per']:.2f}% "
-        f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']})"
+        f"frame accuracy (silence frames included): {acc}; decoded PER ({per['level']}): {100 * per['per']:.2f}% "
+        f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']}; "
+        f"acwt {per['acwt']}, LM weight {per['lm_weight']}, min. duration {per['min_dur']} frames, "
+        f"tuned on {per['tuned_on']}: {100 * per['dev_per']:.2f}%); collapse PER: {100 * cper['per']:.2f}%"
     )
     zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")

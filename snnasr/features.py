@@ -10,8 +10,16 @@ optional ``phone_segments`` with ``data/lang/``.  Outputs, in this order:
                        utterance (``utt``); absent for ``none``
 ``frame_shift``        seconds, as Kaldi's ``make_mfcc.sh`` writes it
 ``labels_<L>.ark/.scp`` one class id per frame for every lang level (only with phone_segments)
-``conf/features.yaml`` options, their hash, input fingerprints, sample rate, framing, dim;
-                       written LAST, so its presence with a matching hash means "done"
+``conf/features.yaml`` options, their hash, input fingerprints, sample rate, framing, dim,
+                       the utterances dropped; written LAST, so its presence with a matching
+                       hash means "done" (``--force`` redoes the set anyway)
+``dropped``            bad utterances left out of every output, with why (:mod:`snnasr.data.drops`)
+
+Phone segments are fitted to the audio first (:func:`snnasr.labels.fit_to_audio`: unlabelled
+edges next to ``h#``/``sil`` up to 0.5 s are that silence), so labels and features always have
+the same frame count; ``length_tolerance`` is the tolerance training applies to label files
+made elsewhere (Kaldi alignments).  An utterance whose audio or segments are bad is dropped,
+not fatal, up to ``max_bad_fraction`` of the set.
 
 Extraction goes through ``torchaudio.compliance.kaldi`` with Kaldi's defaults (25 ms window,
 10 ms shift, povey window, pre-emphasis 0.97, snip_edges) except dither: Kaldi uses 1.0, here

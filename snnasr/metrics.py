@@ -1,8 +1,9 @@
 """Scoring without Kaldi: frame accuracy, phone sequences from frame labels, PER with S/D/I.
 
 Frame-level models emit one class per 10 ms frame; a phone error rate needs phone *sequences*.
-Both the hypothesis (argmax per frame) and the reference (frame labels) go through the same
-:func:`phone_sequence`: map to the score level (dropping classes mapped to "no label", TIMIT
+The reported PER decodes them (:mod:`snnasr.decode`); the "collapse PER" kept beside it takes
+the argmax per frame instead, so every flicker is an insertion.  The reference (frame labels)
+and the collapse hypothesis go through the same :func:`phone_sequence`: map to the score level (dropping classes mapped to "no label", TIMIT
 ``q``), collapse runs of the same phone, then drop silence.  Applying one function to both
 sides keeps the comparison fair; collapsing *after* mapping means two training-level phones
 that fold to the same score phone (``ao``/``aa`` -> ``aa``) count once on both sides.  Silence is
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import kaldialign
 import numpy as np
 
 
@@ -48,36 +50,13 @@ class EditCounts:
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> EditCounts:
-    """Minimum-cost alignment with a backtrace that splits the cost into S, D and I.
+    """Minimum-edit alignment counts (unit costs) from kaldialign (Kaldi's own algorithm).
 
-    Ties prefer match/substitution, then deletion, then insertion (the usual sclite order), so
-    the split is deterministic; the total S + D + I is the Levenshtein distance either way.
+    Symbols are ints (class ids) or strings; the S/D/I split is the one Kaldi's ``compute-wer``
+    reports, and S + D + I is the Levenshtein distance.
     """
-    n, m = len(ref), len(hyp)
-    hyp_arr = np.asarray(list(hyp))
-    cost = np.zeros((n + 1, m + 1), dtype=np.int64)
-    cost[0, :] = np.arange(m + 1)
-    cols = np.arange(m + 1)
-    for i in range(1, n + 1):
-        # Row i without insertions, vectorised; insertions chain along the row, which is a
-        # running minimum of (row[k] - k) + j (LibriSpeech-sized sets stay fast this way).
-        row = np.empty(m + 1, dtype=np.int64)
-        row[0] = i
-        row[1:] = np.minimum(cost[i - 1, :-1] + (hyp_arr != ref[i - 1]), cost[i - 1, 1:] + 1)
-        cost[i] = np.minimum.accumulate(row - cols) + cols
-    out = EditCounts(ref_length=n)
-    i, j = n, m
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
-            out.substitutions += int(ref[i - 1] != hyp[j - 1])
-            i, j = i - 1, j - 1
-        elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
-            out.deletions += 1
-            i -= 1
-        else:
-            out.insertions += 1
-            j -= 1
-    return out
+    d = kaldialign.edit_distance(list(ref), list(hyp))
+    return EditCounts(d["sub"], d["del"], d["ins"], len(ref))
 
 
 def total_edits(pairs: Iterable[tuple[Sequence, Sequence]]) -> EditCounts:

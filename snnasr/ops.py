@@ -14,6 +14,12 @@ proposed v1        2*nnz_in*H + 8H                       2*nnz_in*H + 2*nnz_in*H
 readout (C cls)    nnz_in*C                              same
 =================  ====================================  =====================================
 
+Sigma-delta input encoder (SNNs with ``input_encoding: sigma-delta``): per feature and frame it
+accumulates the residual, quantises (one scaling multiply) and subtracts what it emitted,
+``ENCODER_OPS`` = 3 element-wise MACs per feature.  Counting it is the honest default (the SNN's
+first layer then sees sparse spikes, while the LSTM reference sees the dense features, and the
+conversion is not free); ``encoder: free`` leaves it out, as the seed's counters do.
+
 The official code's second gated-SNN term was meant to count the recurrent weights but reads
 the *input's* non-zeros at the same frame, for v1 (which has no recurrent weights) too; the
 honest count uses the layer's own previous output, and nothing for v1.
@@ -50,6 +56,9 @@ MAC_AC_NOTE = (
     "AC = synaptic event with binary input ({0, c}); multi-bit spikes, dense inputs, "
     "LSTM/GRU recurrent products and element-wise updates count as MAC"
 )
+
+ENCODER_OPS = 3  # residual accumulate, quantiser scale, subtract emitted: per feature and frame
+ENCODER_CONVENTIONS = ("counted", "free")
 
 # Element-wise cost per neuron and frame (state updates, gates), as in the seed's counters.
 ELEMENTWISE = {"lstm": 12, "gru": 12, "lif": 6, "proposed": 8}
@@ -129,6 +138,14 @@ def layer_ops(
         ac += rec
     mac = synaptic + rec + elementwise - ac
     return LayerOps(float(synaptic), float(rec), float(elementwise), float(mac), float(ac))
+
+
+def encoder_ops(n_features: int, frames: int, encoder: str = "counted") -> LayerOps:
+    """The sigma-delta encoder's own work over ``frames`` frames (element-wise MACs); 0 when ``free``."""
+    if encoder not in ENCODER_CONVENTIONS:
+        raise ConfigError(f"encoder ops {encoder!r}: choose one of {', '.join(ENCODER_CONVENTIONS)}")
+    ew = float(ENCODER_OPS * n_features * frames) if encoder == "counted" else 0.0
+    return LayerOps(0.0, 0.0, ew, ew, 0.0)
 
 
 def readout_ops(n_out: int, nnz_in: float, input_binary: bool = False) -> LayerOps:

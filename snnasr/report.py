@@ -14,7 +14,8 @@ two such runs with the same seed are refused (they are not repeats).
 Bookkeeping: a result whose model has since been replaced (retrained, resumed) is left out with
 a warning (:func:`current_results`); one of a model that had not finished training is marked
 "unfinished" in its row and below the tables.  ``eval --ops-convention official`` writes
-``results_official.json``, which the report reads only when given it explicitly.
+``results_official.json`` (``--encoder-ops free``: ``results_encoder-free.json``), which the
+report reads only when given it explicitly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ COLUMNS = [
     "Runs",
     "Frame acc. %",
     "PER %",
+    "Collapse PER %",
     "Zeros %",
     "Norm. ops",
     "Params",
@@ -51,6 +53,7 @@ ARCH_ORDER = ["lstm", "gru", "lif", "proposed"]
 _METRICS: dict[str, tuple[Callable[[dict], float | None], str]] = {
     "Frame acc. %": (lambda r: _pct(r.get("frame_accuracy")), "{:.2f}"),
     "PER %": (lambda r: _pct(r.get("per", {}).get("per")), "{:.2f}"),
+    "Collapse PER %": (lambda r: _pct(r.get("collapse_per", {}).get("per")), "{:.2f}"),
     "Zeros %": (lambda r: _pct(r.get("zero_frac", {}).get("overall")), "{:.1f}"),
     "Norm. ops": (lambda r: r.get("ops", {}).get("normalised_vs_lstm"), "{:.3f}"),
     "Params": (lambda r: r.get("params"), "{:,.0f}"),
@@ -99,28 +102,47 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def table_key(r: dict) -> tuple[str, str, str, str, str]:
+def table_key(r: dict) -> tuple[str, ...]:
     ops = r.get("ops", {})
+    per = r.get("per", {})
     return (
         str(r.get("set")),
         str(r.get("label_level")),
         str(r.get("score_level")),
         str(ops.get("convention", "—")),
         str(ops.get("energy_preset", "—")),
+        str(ops.get("encoder", "—")),
+        str(per.get("min_dur", "—")),
     )
 
 
 def table_caption(r: dict) -> str:
-    """The line that says which frames, labels and counting rules a table's numbers use."""
-    set_name, level, score, convention, energy = table_key(r)
+    """The line that says exactly what each number of a table counts."""
+    set_name, level, score, convention, energy, encoder, min_dur = table_key(r)
+    per = r.get("per", {})
     text = (
-        f"Set `{set_name}`; trained on `{level}` labels; frame accuracy and PER on `{score}` "
-        f"(silence dropped, repeats collapsed)."
+        f"Set `{set_name}`; trained on `{level}` labels, scored on `{score}`. "
+        f"Frame acc.: frames whose argmax class, folded to `{score}`, equals the frame label, over "
+        f"every valid frame, silence frames included. "
+    )
+    if "acwt" in per:
+        text += (
+            f"PER: (S + D + I) / N of the decoded {score} sequence (phone loop with a {min_dur}-frame "
+            f"minimum duration, bigram LM and priors from the training labels, acoustic scale and LM "
+            f"weight tuned on `{per.get('tuned_on')}`), silence dropped from reference and hypothesis. "
+        )
+    text += (
+        "Collapse PER: the same on the frame argmax with repeats collapsed (every flicker an insertion). "
+        "Zeros: exact zeros among the hidden layers' outputs over valid frames."
     )
     if convention != "—":
+        enc = {
+            "counted": "the SNNs' sigma-delta input encoder counted",
+            "free": "the input encoder not counted (as the seed)",
+        }.get(encoder, "no input encoder")
         text += (
             f" Ops per frame counted from this set's activations, padded frames excluded, "
-            f"{convention} convention, normalised to an LSTM of the same widths; "
+            f"{convention} convention, {enc}, normalised to an LSTM of the same widths on dense features; "
             f"{r['ops'].get('mac_ac_rule', '')}. Energy: {energy}, "
             f"{r['ops'].get('energy_note', 'estimate')}."
         )

@@ -14,8 +14,10 @@ Inputs (under the recipe dir): ``data/<train_set>/`` and ``data/<dev_set>/`` wit
 
 Recipe (seed paper, Ponghiran & Roy 2021, R1 ``core.py``; differences are deliberate): Adam
 without weight decay, optional gradient clipping, new-bob halving of the learning rate when the
-relative dev frame-error improvement ``(e_prev - e) / e_prev`` falls below
-``train.newbob_threshold`` (floor ``train.lr_floor``), a length curriculum (see
+relative dev frame-error improvement ``(e_prev - e) / e`` stays below
+``train.newbob_threshold`` for more than ``train.newbob_patience`` epochs (floor ``train.lr_floor``;
+see :func:`newbob`), minibatches of ``train.batch_size`` sequences and/or ``train.batch_frames``
+padded frames, a length curriculum (see
 :mod:`snnasr.batching`), and the loss averaged over valid frames only -- padding never counts in
 loss, accuracy or sparsity (the seed counted it).
 
@@ -27,7 +29,8 @@ the epoch and the partial sums, and exits with code 130; ``--resume`` continues 
 the next minibatch (same batches, same RNG state), so interrupting does not change the result
 either.  A second Ctrl-C aborts at once (a checkpoint is still written, but the step it cut
 may be half-done).  ``kill -9`` loses at most the epoch in progress: checkpoints are written
-atomically, so ``--resume`` starts from the last complete one.
+atomically, so ``--resume`` starts from the last complete one (``train.checkpoint_every`` N
+also writes the mid-epoch state every N minibatches, so at most N are lost).
 
 Non-finite numbers: a minibatch whose loss or gradient is NaN/inf is skipped (weights, optimiser
 and buffers unchanged) and counted in ``skipped_steps``; ``train.max_nonfinite_steps`` in a row
@@ -67,16 +70,28 @@ def batch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def newbob(lr: float, prev_err: float | None, err: float, threshold: float, floor: float) -> float:
-    """Learning rate for the next epoch: halve (not below ``floor``) when dev error stalls.
+def newbob(
+    lr: float, prev_err: float | None, err: float, bad: int, threshold: float, floor: float, patience: int = 1
+) -> tuple[float, int]:
+    """``(lr, bad epochs)`` for the next epoch under the seed's new-bob rule (R1 ``run_exp.py``).
 
-    ``prev_err`` is the previous epoch's dev frame error (None after the first epoch).  A previous
-    error of 0 cannot improve, so it counts as a stall.
+    An epoch is *bad* when the relative dev frame-error improvement ``(prev_err - err) / err``
+    (the seed divides by the new error) is below ``threshold``; ``bad`` counts consecutive bad
+    epochs.  Once it exceeds ``patience`` the rate halves (not below ``floor``) and the count
+    restarts, so with the seed's patience 1 a single stall never halves, two in a row do.
+    ``prev_err`` is None after the first epoch (nothing to compare).  An error of 0 is an
+    improvement when the previous one was not, a stall when it was 0 too.
     """
     if prev_err is None:
-        return lr
-    gain = (prev_err - err) / prev_err if prev_err > 0 else 0.0
-    return max(0.5 * lr, floor) if gain < threshold else lr
+        return lr, bad
+    if err > 0:
+        gain = (prev_err - err) / err
+    else:
+        gain = float("inf") if prev_err > 0 else 0.0
+    bad = bad + 1 if gain < threshold else 0
+    if bad > patience:
+        return max(0.5 * lr, floor), 0
+    return lr, bad
 
 
 def masked_loss_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,25 +170,45 @@ class Totals:
         return t
 
 
-def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed):
+def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Summed over valid frames: the mean ``|s|`` of each hidden layer's output, added over layers.
+
+    The optional spike-activity regulariser (``train.activity_reg``): an L1 pull of the outputs
+    towards 0 trades accuracy for zeros (and so for ops), the lever the seed's sparsity
+    discussion names.  For LSTM/GRU it acts on ``h``; the recipes use it for the SNNs only.
+    """
+    valid = mask.unsqueeze(-1)
+    return sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs)
+
+
+def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed, activity_reg: float = 0.0):
     x, y, mask = batch.gather(data)
     out = model(x, mask)
     loss, correct = masked_loss_correct(out.logits, y)
     widths = [o.shape[-1] for o in out.layer_outputs]
-    return loss, correct, zero_counts(out.layer_outputs, mask), widths
+    penalty = activity_reg * activity_penalty(out.layer_outputs, mask) if activity_reg > 0 else None
+    return loss, correct, zero_counts(out.layer_outputs, mask), widths, penalty
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, data: Packed, grad_clip: float):
-    """One optimiser step on the per-frame mean loss; returns the sums for :class:`Totals`.
+def _train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Batch,
+    data: Packed,
+    grad_clip: float,
+    activity_reg: float = 0.0,
+):
+    """One optimiser step on the per-frame mean loss (+ activity penalty); returns the sums for :class:`Totals`.
 
     Returns None, having changed nothing (weights, optimiser state, buffers such as BN running
     stats and quantiser ranges), when the loss or a gradient is not finite: one bad minibatch
     must not poison the model.  Checking costs one device sync per step.
     """
     buffers = [b.detach().clone() for b in model.buffers()]
-    loss, correct, zeros, widths = _forward_stats(model, batch, data)
+    loss, correct, zeros, widths, penalty = _forward_stats(model, batch, data, activity_reg)
     opt.zero_grad(set_to_none=True)
-    (loss / batch.n_frames).backward()
+    objective = loss if penalty is None else loss + penalty
+    (objective / batch.n_frames).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
     if not bool(torch.isfinite(loss.detach() + norm)):
@@ -200,7 +235,7 @@ def evaluate(
         for batch in batches:
             if check is not None:
                 check()
-            totals.add(*_forward_stats(model, batch, data), frames=batch.n_frames)
+            totals.add(*_forward_stats(model, batch, data)[:4], frames=batch.n_frames)
     finally:
         model.train(was_training)
     return totals.summary()
@@ -303,7 +338,7 @@ def fit(
 
     train = pack(_items(train_data), n_out).to(dev)
     devset = pack(_items(dev_data), n_out).to(dev)
-    dev_batches = epoch_batches(devset, tc.eval_max_len, tc.batch_frames, None, dev)
+    dev_batches = epoch_batches(devset, tc.eval_max_len, tc.batch_frames, None, dev, tc.batch_size)
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "checkpoints").mkdir(exist_ok=True)
@@ -325,13 +360,14 @@ def fit(
         log(f"  {name:<40} {kind:<20} {n:>12,}")
     log(f"  {'total':<40} {'':<20} {sum(n for *_, n in rows):>12,}")
 
-    lr, best_acc, best_epoch, prev_err, metrics = tc.lr, -1.0, 0, None, []
+    lr, best_acc, best_epoch, prev_err, bad_epochs, metrics = tc.lr, -1.0, 0, None, 0, []
     epoch, step, elapsed, partial = 0, 0, 0.0, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         lr, best_acc, best_epoch = ckpt["lr"], ckpt["best_acc"], ckpt["best_epoch"]
         prev_err, metrics = ckpt["prev_err"], ckpt["metrics"]
+        bad_epochs = ckpt.get("bad_epochs", 0)
         epoch, step, elapsed, partial = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["partial"]
         set_rng_state(ckpt["rng"])
         where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"
@@ -354,6 +390,7 @@ def fit(
                 "best_acc": best_acc,
                 "best_epoch": best_epoch,
                 "prev_err": prev_err,
+                "bad_epochs": bad_epochs,
                 "metrics": metrics,
                 "rng": rng_state(),
                 "config": asdict(cfg),
@@ -370,7 +407,9 @@ def fit(
     with deferred_stop() as stop:
         while epoch < tc.epochs:
             max_len = curriculum_max_len(tc.curriculum, epoch)
-            batches = epoch_batches(train, max_len, tc.batch_frames, seed=batch_seed(cfg.seed, epoch), device=dev)
+            batches = epoch_batches(
+                train, max_len, tc.batch_frames, seed=batch_seed(cfg.seed, epoch), device=dev, batch_size=tc.batch_size
+            )
             totals = Totals.new(dev) if partial is None else Totals.from_state(partial, dev)
             start = time.perf_counter()
             model.train()
@@ -386,7 +425,7 @@ def fit(
             try:
                 while step < len(batches):
                     stop.check()
-                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip)
+                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip, tc.activity_reg)
                     if sums is None:  # non-finite loss or gradient: the step was not taken
                         totals.skipped += 1
                         bad_in_a_row += 1
@@ -397,6 +436,15 @@ def fit(
                         totals.add(*sums, frames=batches[step].n_frames)
                     step += 1
                     bar.update(1)
+                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < len(batches):
+                        # Mid-epoch state, as an interrupt writes it: kill -9 loses at most these steps.
+                        checkpoint(
+                            exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt",
+                            epoch=epoch,
+                            step=step,
+                            partial=totals.state(),
+                            elapsed=elapsed + time.perf_counter() - start,
+                        )
                     if interactive and (step % tc.log_every == 0 or step == len(batches)):
                         s = totals.summary()
                         fps = totals.frames / (elapsed + time.perf_counter() - start)
@@ -452,7 +500,9 @@ def fit(
                         "data": fingerprint,
                     },
                 )
-            lr_next = newbob(lr, prev_err, 1.0 - dev_acc, tc.newbob_threshold, tc.lr_floor)
+            lr_next, bad_epochs = newbob(
+                lr, prev_err, 1.0 - dev_acc, bad_epochs, tc.newbob_threshold, tc.lr_floor, tc.newbob_patience
+            )
             prev_err = 1.0 - dev_acc
             epoch, step, elapsed, partial = epoch + 1, 0, 0.0, None
             lr_used, lr = lr, lr_next

@@ -101,3 +101,24 @@ def test_pack_rejects_bad_labels():
         pack([("u1", torch.zeros(3, 2), torch.tensor([0, 1, 7]))], 5)
     with pytest.raises(DataError, match="u2.*3 feature frames but 2"):
         pack([("u2", torch.zeros(3, 2), torch.tensor([0, 1]))], 5)
+
+
+def test_batch_size_counts_sequences_and_both_limits_apply():
+    lengths = [5] * 10 + [50] * 10
+    # Seed batching: 4 sequences per batch whatever their length (no frame budget).
+    by_count = plan_batches(lengths, 1000, None, None, batch_size=4)
+    assert [len(b) for b in by_count] == [4, 4, 4, 4, 4]
+    # Both limits: 4 sequences, but at most 120 padded frames -> 2 pieces of 50 per batch.
+    both = plan_batches(lengths, 1000, 120, None, batch_size=4)
+    assert [len(b) for b in both] == [4, 4, 2, 2, 2, 2, 2, 2]
+    assert sorted(p for b in both for p in b) == sorted(p for b in by_count for p in b)
+
+
+def test_config_needs_one_batch_limit():
+    from snnasr.config import load_config
+    from snnasr.io import ConfigError
+
+    assert load_config(None).train.batch_size == 64  # the seed's minibatch
+    with pytest.raises(ConfigError, match="both null"):
+        load_config(None, ["train.batch_size=null"])
+    assert load_config(None, ["train.batch_size=null", "train.batch_frames=4000"]).train.batch_frames == 4000

@@ -1,21 +1,91 @@
-import pytest
+import json
 
-from snnasr.bench import VARIANTS, run_bench
+import pytest
+import torch
+from click.testing import CliRunner
+
+from snnasr.bench import VARIANTS, peak_memory, run_bench
+from snnasr.cli import cli
 from snnasr.io import ConfigError
 
 
-def test_bench_reports_every_variant_against_the_lstm(capsys):
-    rows = run_bench(device="cpu", hidden=8, batch=2, steps=5, repeats=1)
-    assert [r["model"] for r in rows] == [name for name, _, _ in VARIANTS]
-    assert rows[0]["ratio_to_lstm"] == 1.0
-    assert all(r["frames_per_s"] > 0 and r["seconds"] > 0 for r in rows)
-    assert "vs lstm" in capsys.readouterr().out
+def test_bench_reports_every_variant_and_backend_against_the_lstm(capsys):
+    rows = run_bench(hidden=8, layers=1, frames=6, batch=2, device="cpu", repeats=1, padded=True)
+    spiking = [v.name for v in VARIANTS if v.spiking]
+    expected = [(v.name, "torch") for v in VARIANTS if not v.spiking]
+    expected += [(n, b) for n in spiking for b in ("fused", "eager")]
+    assert sorted((r["arch"], r["backend"]) for r in rows) == sorted(expected)
+    assert rows[0]["arch"] == "lstm" and rows[0]["ratio_to_lstm"] == 1.0
+    for r in rows:
+        assert r["train_frames_per_s"] > 0 and r["infer_frames_per_s"] > 0
+        assert r["ratio_to_lstm"] == pytest.approx(r["train_frames_per_s"] / rows[0]["train_frames_per_s"])
+    out = capsys.readouterr().out
+    assert "vs lstm" in out and "padded: 9 real" in out  # lengths 6, 3
+
+
+def test_bench_json_rows_and_selection():
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--archs",
+            "proposed",
+            "--hidden",
+            "8",
+            "--layers",
+            "1",
+            "--frames",
+            "5",
+            "--batch",
+            "2",
+            "--device",
+            "cpu",
+            "--backend",
+            "fused",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [(r["arch"], r["backend"]) for r in data["rows"]] == [("lstm", "torch"), ("proposed", "fused")]
+    assert set(data["rows"][1]) >= {
+        "arch",
+        "backend",
+        "train_frames_per_s",
+        "infer_frames_per_s",
+        "peak_mem_bytes",
+        "ratio_to_lstm",
+    }
+    assert data["settings"]["frames"] == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch": 0}, "--batch=0"),
+        ({"frames": -1}, "--frames"),
+        ({"archs": ["transformer"]}, "--archs"),
+        ({"backends": ["triton"]}, "--backend"),
+    ],
+)
+def test_bench_bad_arguments_are_one_line_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        run_bench(**{"hidden": 8, "frames": 5, "batch": 2, "device": "cpu", "repeats": 1, **kwargs})
+
+
+def test_peak_memory_sees_a_large_temporary():
+    def step():
+        a = torch.ones(4_000_000)  # 16 MB
+        del a
+
+    peak = peak_memory(step, torch.device("cpu"))
+    assert peak == -1 or peak > 10 * 2**20
 
 
 def test_bench_on_absent_cuda_is_a_clear_error():
-    import torch
-
     if torch.cuda.is_available():
         pytest.skip("CUDA is present")
     with pytest.raises(ConfigError, match="no CUDA device"):
-        run_bench(device="cuda", hidden=8, batch=2, steps=5, repeats=1)
+        run_bench(device="cuda", hidden=8, batch=2, frames=5, repeats=1)

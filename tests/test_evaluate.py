@@ -80,9 +80,9 @@ def make_run(recipe, arch, n_out=N48, level="phone48", name=None, **model):
     from snnasr.models import build
 
     torch.manual_seed(0)
-    cfg = load_config(
-        None, [f"model.{k}={v}" for k, v in {"hidden": 6, "layers": 2, **model}.items()], model={"arch": arch}
-    )
+    # The hand-made recipe has one set: the decoder estimates on it and tunes on it.
+    overrides = [f"model.{k}={v}" for k, v in {"hidden": 6, "layers": 2, **model}.items()]
+    cfg = load_config(None, [*overrides, "data.train_set=test", "data.dev_set=test"], model={"arch": arch})
     net = build(arch, cfg.model, DIM, n_out)
     run = recipe / "exp" / (name or arch)
     run.mkdir(parents=True)
@@ -158,10 +158,11 @@ def test_eval_writes_results_and_ops(recipe, arch, capsys):
     assert saved["label_level"] == "phone48" and saved["score_level"] == "phone39"
     assert set(saved["accuracy"]) == {"phone48", "phone39"}
     assert saved["accuracy"]["phone39"] >= saved["accuracy"]["phone48"] - 1e-9  # folding can only merge errors
-    per = saved["per"]
-    assert per["per"] == pytest.approx(
-        (per["substitutions"] + per["deletions"] + per["insertions"]) / per["ref_phones"]
-    )
+    for per in (saved["per"], saved["collapse_per"]):
+        assert per["per"] == pytest.approx(
+            (per["substitutions"] + per["deletions"] + per["insertions"]) / per["ref_phones"]
+        )
+    assert saved["per"]["tuned_on"] == "test" and saved["per"]["min_dur"] == 3
     assert len(saved["zero_frac"]["layers"]) == 2 and 0 <= saved["zero_frac"]["overall"] <= 1
     assert saved["params"] > 0
     details = json.loads((run / "eval_test" / "ops.json").read_text())
@@ -181,7 +182,8 @@ def test_batching_does_not_change_any_number(recipe):
     run = make_run(recipe, "proposed")
     one = run_evaluation(run, recipe, report_ops=True, device="cpu", batch_frames=1)  # B = 1, no padding
     many = run_evaluation(run, recipe, report_ops=True, device="cpu", batch_frames=10_000)  # one padded batch
-    assert one["frames"] == many["frames"] and one["per"] == many["per"]
+    assert one["frames"] == many["frames"] and one["collapse_per"] == many["collapse_per"]
+    assert one["per"]["per"] == pytest.approx(many["per"]["per"])
     assert one["accuracy"] == pytest.approx(many["accuracy"])
     assert one["zero_frac"]["layers"] == pytest.approx(many["zero_frac"]["layers"])
     for key in ("mac_per_frame", "ac_per_frame", "total_per_frame"):
@@ -219,3 +221,22 @@ def test_mismatched_label_sets_are_rejected(recipe):
     run = make_run(recipe, "gru", n_out=61, level="phone61", name="other_level")
     result = CliRunner().invoke(cli, ["eval", str(run), "-d", str(recipe), "--device", "cpu"])
     assert result.exit_code == 1 and "phone61" in str(result.exception)
+
+
+@needs_pipeline
+def test_encoder_ops_convention_and_decoder_needs_training_labels(recipe):
+    run = make_run(recipe, "lif")
+    counted = run_evaluation(run, recipe, report_ops=True, device="cpu")
+    free = run_evaluation(run, recipe, report_ops=True, device="cpu", encoder_ops="free")
+    assert counted["ops"]["encoder"] == "counted" and free["ops"]["encoder"] == "free"
+    per_frame = counted["ops"]["total_per_frame"] - free["ops"]["total_per_frame"]
+    assert per_frame == pytest.approx(3 * DIM)  # accumulate, scale, subtract per feature
+    lstm = run_evaluation(make_run(recipe, "lstm"), recipe, report_ops=True, device="cpu")
+    assert lstm["ops"]["encoder"] == "none"
+    # A run whose config names a training set without labels: the decoder cannot be estimated.
+    other = make_run(recipe, "gru")
+    blob = torch.load(other / "model.pt", weights_only=False)
+    blob["config"]["data"]["train_set"] = "train"
+    torch.save(blob, other / "model.pt")
+    with pytest.raises(DataError, match="decoder estimates"):
+        run_evaluation(other, recipe, device="cpu")

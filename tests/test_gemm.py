@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from snnasr.models.gemm import PackedWeight, linear, mm, onednn
+from snnasr.models.gemm import PACKED_MIN_MACS, PackedWeight, linear, mm, onednn
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -22,7 +22,8 @@ def test_products_equal_torch(dtype):
     a, b = torch.randn(4, 9, dtype=dtype), torch.randn(9, 2, dtype=dtype)
     assert torch.allclose(mm(a.t().contiguous().t(), b), a @ b, atol=tol)
     bias, s = torch.randn(3, 5, dtype=dtype), torch.randn(3, 7, dtype=dtype)
-    packed = PackedWeight(w.detach(), 3)
-    assert torch.allclose(packed.addmm(bias, s), torch.addmm(bias, s, w.detach().t()), atol=tol)
-    assert (packed.packed is not None) == onednn(w)
+    for rows in (3, PACKED_MIN_MACS):  # small: torch's GEMM; large: oneDNN where it applies
+        packed = PackedWeight(w.detach(), rows)
+        assert torch.allclose(packed.addmm(bias, s), torch.addmm(bias, s, w.detach().t()), atol=tol)
+        assert (packed.packed is not None) == (rows > 3 and onednn(w))
     assert not onednn(torch.zeros(1, dtype=torch.float64))

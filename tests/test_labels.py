@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,26 @@ def test_write_label_levels_maps_every_level(tmp_path):
     assert list(got["phone61"]) == ["u1", "u2"]  # sorted by uttid
     with pytest.raises(DataError, match="u3: symbol 'q' has no label at level phone48"):
         L.write_label_levels(tmp_path, lang, {"u3": ["q"]})
+
+
+def test_fit_to_audio_stretches_edge_silence_within_the_limit():
+    segs = [(160, 4000, "h#"), (4000, 9000, "aa"), (9000, 12000, "h#")]
+    # starts 10 ms late and ends 0.25 s early: both edges are h#, within 0.5 s
+    assert L.fit_to_audio("u", segs, 16000, 16000) == [(0, 4000, "h#"), (4000, 9000, "aa"), (9000, 16000, "h#")]
+    # ends 0.1 s past the audio: the h# is clipped
+    assert L.fit_to_audio("u", segs, 10400, 16000)[-1] == (9000, 10400, "h#")
+    assert L.fit_to_audio("u", [(0, 100, "sil"), (100, 800, "one")], 800, 8000) == [(0, 100, "sil"), (100, 800, "one")]
+
+
+@pytest.mark.parametrize(
+    "segs, n, words",
+    [
+        ([(0, 4000, "h#"), (4000, 9000, "aa"), (9000, 12000, "h#")], 21000, "0.56 s of audio after the last segment"),
+        ([(9000, 12000, "h#"), (12000, 16000, "aa")], 16000, "0.56 s of audio before the first segment"),
+        ([(0, 4000, "h#"), (4000, 9000, "aa")], 10000, "next to the last segment 'aa', which is not silence"),
+        ([(0, 4000, "h#"), (4000, 9000, "aa")], 8000, "run 0.06 s past the end of the audio"),
+    ],
+)
+def test_fit_to_audio_refuses_what_is_not_edge_silence(segs, n, words):
+    with pytest.raises(DataError, match=re.escape(words)):
+        L.fit_to_audio("u", segs, n, 16000)

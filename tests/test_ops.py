@@ -134,3 +134,13 @@ def test_count_ops_end_to_end_on_known_activations():
     assert res["energy_pj_per_frame"] == pytest.approx(16 * 4.6 + 12.5 * 0.9)
     official = count_ops(stats, [spec("proposed", 3, 2)], n_out=3, convention="official")
     assert official["total_per_frame"] == pytest.approx((12 + 12 + 32 + 9) / 2)
+
+
+def test_encoder_work_is_counted_by_default_and_free_on_request():
+    from snnasr.ops import ENCODER_OPS, encoder_ops
+
+    counted = encoder_ops(40, 10)
+    assert counted.total == counted.mac == ENCODER_OPS * 40 * 10 and counted.ac == 0
+    assert encoder_ops(40, 10, "free").total == 0
+    with pytest.raises(ConfigError, match="counted, free"):
+        encoder_ops(40, 10, "sometimes")

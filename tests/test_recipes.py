@@ -104,3 +104,16 @@ def test_fsdd_recipe_on_shipped_recordings(tmp_path):
     recipe = _copy_recipe("fsdd", tmp_path)
     _make(recipe, f"FSDD={tmp_path / 'fsdd_corpus'}", TINY_TRAIN, "JOBS=1")
     _check_results(recipe, ["lstm", "proposed"], "test")
+
+
+def test_seeds_and_named_configs(tmp_path):
+    # SEEDS="1 2" trains each run once per seed (<run>-s<seed>); a run name is its config's
+    # (conf/train_lif_official.yaml), the architecture the name up to its first "_".
+    shutil.copytree(REPO / "tests" / "data" / "fsdd" / "recordings", tmp_path / "fsdd_corpus" / "recordings")
+    recipe = _copy_recipe("fsdd", tmp_path)
+    _make(recipe, f"FSDD={tmp_path / 'fsdd_corpus'}", TINY_TRAIN, "JOBS=1", "ARCHS=lif_official", "SEEDS=1 2")
+    for seed in (1, 2):
+        config = (recipe / "exp" / f"lif_official-s{seed}" / "config.yaml").read_text()
+        assert f"seed: {seed}" in config and "arch: lif" in config and "lif_decay_init: 1.0" in config
+    report = (recipe / "exp" / "report.md").read_text()
+    assert "| lif | 2 |" in report

@@ -210,7 +210,7 @@ def test_eval_refuses_features_the_model_was_not_trained_on(trained, monkeypatch
     assert code == 1 and "Traceback" not in err
     (line,) = err.strip().splitlines()
     assert line.startswith("snnasr eval: ") and "not the features/labels lstm was trained on" in line
-    assert "CMVN speaker -> utt" in line and "re-train" in line
+    assert "feature option cmvn speaker -> utt" in line and "with cmvn=speaker, or re-train" in line
     assert results.read_bytes() == before  # the earlier, valid result is untouched
 
 
@@ -403,16 +403,43 @@ def test_features_drops_bad_audio_by_name_and_keeps_the_rest(tmp_path, capsys, k
     assert ds.uttids == [u for u in wav if u != victim] and ds.skipped == 0
 
 
-def test_truncated_yesno_recording_is_caught_at_prep(tmp_path):
+def test_truncated_yesno_recording_is_dropped_at_prep(tmp_path, capsys):
+    """The yes/no case of the issue: a truncated WAV was accepted (123 frames instead of 633)."""
     from snnasr.data.yesno import prepare_yesno
 
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "kaldi-yesno" / "waves_yesno"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} absent: the full yes/no corpus (31 + 29 recordings) is only in the shared data folder")
     corpus = tmp_path / "waves_yesno"
-    shutil.copytree(Path(__file__).parent / "data" / "kaldi_yesno" / "waves_yesno", corpus)
-    victim = sorted(corpus.glob("*.wav"))[0]
+    shutil.copytree(shared, corpus)
+    victim = sorted(corpus.glob("0_*.wav"))[0]
+    victim.chmod(0o644)  # the shared copy is read-only
     victim.write_bytes(victim.read_bytes()[:20000])
     with pytest.raises(DataError, match=rf"{re.escape(str(victim))}: truncated audio \(header declares \d+ samples"):
-        prepare_yesno(corpus, tmp_path / "recipe")
-    assert not (tmp_path / "recipe" / "data").exists()
+        prepare_yesno(corpus, tmp_path / "strict", strict=True)
+    assert not (tmp_path / "strict" / "data").exists()
+    capsys.readouterr()
+    counts = prepare_yesno(corpus, tmp_path / "recipe")
+    n_train = len(list(corpus.glob("0_*.wav")))
+    assert counts["train_yesno"] == n_train - 1 and counts["dropped"] == 1
+    data = tmp_path / "recipe" / "data" / "train_yesno"
+    assert victim.stem not in read_table(data / "wav.scp")
+    assert "truncated audio" in read_dropped(data)[victim.stem]
+    assert f"snnasr prep yesno: warning: dropped {victim.stem}: {victim}: truncated audio" in capsys.readouterr().err
+
+
+def test_bad_fsdd_recording_is_dropped_by_name(tmp_path, capsys):
+    from snnasr.data.fsdd import prepare_fsdd
+
+    corpus = tmp_path / "fsdd" / "recordings"
+    shutil.copytree(FSDD / "recordings", corpus)
+    (corpus / "4_lucas_10.wav").write_bytes((corpus / "4_lucas_10.wav").read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"data/train: 1 of 4 utterances are bad, more than 5% .*lucas_4_10"):
+        prepare_fsdd(corpus, tmp_path / "r")
+    assert not (tmp_path / "r" / "data").exists()
+    counts = prepare_fsdd(corpus, tmp_path / "r", max_bad_fraction=0.3)
+    assert counts == {"train": 3, "dev": 4, "test": 4, "dropped": 1}
+    assert list(read_dropped(tmp_path / "r" / "data" / "train")) == ["lucas_4_10"]
 
 
 # ---------------------------------------------------------------- config values out of range
@@ -535,7 +562,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
         cli_module.main()
 
 
-@pytest.mark.parametrize("option", ["--batch", "--steps", "--repeats", "--hidden"])
+@pytest.mark.parametrize("option", ["--batch", "--frames", "--layers", "--repeats", "--hidden"])
 def test_bench_argument_errors_are_one_line(monkeypatch, capsys, option):
     code, _, err = run_cli(monkeypatch, capsys, "bench", option, "0")
     assert code == 2
@@ -777,7 +804,10 @@ def test_sigterm_finishes_the_step_checkpoints_and_the_printed_command_resumes_e
     assert _metrics(recipe / "exp" / "cut") == _metrics(recipe / "exp" / "straight")
 
 
-def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(features_only, monkeypatch, capsys):
+@pytest.mark.parametrize("every", [0, 2])
+def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(
+    features_only, monkeypatch, capsys, every
+):
     import os
     import subprocess
     import sys
@@ -790,20 +820,47 @@ def test_kill_9_resumes_from_the_last_complete_checkpoint_with_the_same_result(f
         "real, calls = T._train_step, []\n"
         "def step(*a, **k):\n"
         "    calls.append(1)\n"
-        "    if len(calls) == 7:  # in epoch 2\n"
+        "    if len(calls) == int(os.environ['KILL_AT']):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **k)\n"
         "T._train_step = step\n"
         "sys.argv = ['snnasr', *sys.argv[1:]]\n"
         "main()\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    args = ["train", *TWO_EPOCHS, "--exp", "killed", "-d", str(recipe)]
+    import snnasr.train as T
+
+    real, calls = T._train_step, []
+    monkeypatch.setattr(T, "_train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    one_epoch = [a if a != "train.epochs=2" else "train.epochs=1" for a in TWO_EPOCHS]
+    assert run_cli(monkeypatch, capsys, "train", *one_epoch, "--exp", "count", "-d", recipe)[0] == 0
+    monkeypatch.setattr(T, "_train_step", real)
+    # Killed during the 3rd minibatch of epoch 2, after the mid-epoch checkpoint of minibatch 2.
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", KILL_AT=str(len(calls) + 3))
+    args = ["train", *TWO_EPOCHS, f"train.checkpoint_every={every}", "--exp", "killed", "-d", str(recipe)]
     proc = subprocess.run([sys.executable, "-c", killer, *args], env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     run = recipe / "exp" / "killed"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == ["epoch1.pt"]
+    left = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert left == (["epoch1.pt", "epoch2.interrupted.pt"] if every else ["epoch1.pt"])
     code, _, err = run_cli(monkeypatch, capsys, *args, "--resume")
     assert code == 0, err
+    assert ("minibatch 2" in (run / "train.log").read_text()) == bool(every)  # resumed mid-epoch
     assert _metrics(run) == _metrics(recipe / "exp" / "straight")
     assert _leftovers(run) == []
+
+
+def test_labels_of_an_unknown_utterance_are_refused(tmp_path):
+    from test_features import make_recipe
+
+    from snnasr.dataset import UtteranceDataset
+    from snnasr.kaldi.ark import write_vec_int_ark_scp
+
+    data = make_recipe(tmp_path) / "data" / "train"
+    make_features(data, FeatureOptions.load(None))
+    labels = dict(read_vec_int_scp(data / "labels_phone48.scp"))
+    labels["zz_stranger"] = labels["spk0_u0"]
+    write_vec_int_ark_scp(sorted(labels.items()), data / "labels_phone48.ark", data / "labels_phone48.scp")
+    with pytest.raises(
+        DataError, match=r"labels_phone48.scp: labels for 1 utterances that are not in feats.scp \(e.g. zz_stranger\)"
+    ):
+        UtteranceDataset(data)

@@ -98,15 +98,36 @@ def _jsonl(path):
 # ---------------------------------------------------------------- pure pieces
 
 
-def test_newbob_halves_on_stall_and_respects_floor():
-    lr, prev, lrs = 1e-3, None, []
-    for err in [0.50, 0.40, 0.399, 0.30, 0.30, 0.31, 0.2999, 0.29]:
-        lr = T.newbob(lr, prev, err, threshold=0.005, floor=2e-4)
+def _newbob_schedule(errors, patience, floor=2e-4):
+    lr, prev, bad, lrs = 1e-3, None, 0, []
+    for err in errors:
+        lrs.append(lr)  # the rate each epoch trained with
+        lr, bad = T.newbob(lr, prev, err, bad, threshold=0.005, floor=floor, patience=patience)
         prev = err
-        lrs.append(lr)
-    # 0.40->0.399 gains 0.25% < 0.5%; 0.30->0.30 and ->0.31 stall; later gains are large.
-    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2e-4, 2e-4, 2e-4])
-    assert T.newbob(1e-3, 0.0, 0.0, 0.005, 1e-4) == 5e-4
+    return lrs
+
+
+# Dev frame errors after each epoch; gains (prev - e) / e: -, 25%, 0.25% (bad), 33%, 0% (bad),
+# -3% (bad), 0.33% (bad), 3.4%, 0% (bad), 0% (bad).
+ERRORS = [0.50, 0.40, 0.399, 0.30, 0.30, 0.31, 0.309, 0.299, 0.299, 0.299, 0.299]
+
+
+def test_newbob_seed_patience_halves_after_two_bad_epochs_in_a_row():
+    # One isolated stall (epoch 3) keeps the rate; epochs 5-6 stall twice in a row -> halve for
+    # epoch 7 and restart the count; epoch 7 stalls once, epoch 8 improves (count reset); epochs
+    # 9-10 stall twice -> halve for epoch 11.
+    lrs = _newbob_schedule(ERRORS, patience=1)
+    assert lrs == pytest.approx([1e-3] * 6 + [5e-4] * 4 + [2.5e-4])
+
+
+def test_newbob_patience_zero_halves_on_every_stall_and_respects_floor():
+    lrs = _newbob_schedule(ERRORS, patience=0)
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2e-4, 2e-4, 2e-4, 2e-4, 2e-4])
+
+
+def test_newbob_zero_error():
+    assert T.newbob(1e-3, 0.0, 0.0, 1, 0.005, 1e-4) == (5e-4, 0)  # a stall at 0 error
+    assert T.newbob(1e-3, 0.1, 0.0, 1, 0.005, 1e-4) == (1e-3, 0)  # reaching 0 is an improvement
 
 
 def test_masked_loss_and_accuracy_ignore_padding():
@@ -410,3 +431,9 @@ def test_cli_train_resume_and_interrupt(tmp_path, monkeypatch):
     model, cfg, meta = C.load_model(run, device="cpu")
     assert meta["arch"] == "proposed" == model.arch and meta["level"] == "phone" and cfg.model.hidden == 8
     assert "# " in (run / "train.log").read_text().splitlines()[0]
+
+
+def test_activity_penalty_is_mean_abs_output_per_layer_over_valid_frames():
+    out = torch.tensor([[[1.0, -3.0]], [[5.0, 5.0]]])  # [T=2, B=1, H=2]
+    mask = torch.tensor([[True], [False]])
+    assert T.activity_penalty([out, 2 * out], mask).item() == pytest.approx(2.0 + 4.0)

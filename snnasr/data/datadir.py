@@ -233,7 +233,7 @@ def validate_data_dir(d: str | os.PathLike) -> dict[str, int]:
     problems = check.problems()
     if problems:
         more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DataError(f"{problems[0]}{more}; `snnasr validate --fix` writes a repaired copy")
+        raise DataError(f"{problems[0]}{more}; snnasr validate --fix writes a repaired copy")
     return {"utterances": len(check.tables["wav.scp"]), "speakers": len(set(check.tables["utt2spk"].values()))}
 
 

@@ -33,8 +33,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from snnasr.audio import audio_info, read_audio
+from snnasr.audio import read_audio
 from snnasr.data.datadir import find_wavs, write_data_dir
+from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, DROPPED, BadUtterances
 from snnasr.io import DataError
 from snnasr.labels import num_frames, window_samples
 from snnasr.lang import write_lang
@@ -59,17 +60,34 @@ class Recording(NamedTuple):
     path: Path
 
 
-def prepare_fsdd(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> dict[str, int]:
+def prepare_fsdd(
+    corpus: str | os.PathLike,
+    recipe_dir: str | os.PathLike,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    strict: bool = False,
+) -> dict[str, int]:
     """Write ``data/{train,dev,test}`` (with ``phone_segments``) and ``data/lang``; return the counts.
 
+    A recording that is not 8 kHz mono, is empty, unreadable, truncated, shorter than one 25 ms
+    frame or silent is dropped by name (:mod:`snnasr.data.drops`; ``data/<set>/dropped``).
     Raises DataError when the folder is missing, holds no WAV files, a WAV name is not
-    ``<digit>_<speaker>_<index>.wav``, a recording is not 8 kHz mono, is empty, unreadable,
-    shorter than one 25 ms frame or silent, or one of the three sets would be empty.  Every
-    recording is checked (and endpointed) before anything is written.
+    ``<digit>_<speaker>_<index>.wav``, one of the three sets would be empty, or more than
+    ``max_bad_fraction`` of a set is bad (any, with ``strict``).  Every recording is checked
+    (and endpointed) before anything is written.
     """
     sets = list_fsdd(corpus)
-    segments = {name: {r.uttid: word_segments(r.path, WORDS[r.digit]) for r in recs} for name, recs in sets.items()}
     data = Path(recipe_dir) / "data"
+    bad = {name: BadUtterances("prep fsdd", data / name, max_bad_fraction, strict) for name in sets}
+    segments: dict[str, dict[str, list[Segment]]] = {}
+    for name, recs in sets.items():
+        segments[name] = {}
+        for r in recs:
+            try:
+                segments[name][r.uttid] = word_segments(r.path, WORDS[r.digit])
+            except DataError as e:
+                bad[name].drop(r.uttid, e)
+        bad[name].check(len(recs))
+    sets = {name: [r for r in recs if r.uttid not in bad[name]] for name, recs in sets.items()}
     for name, recs in sets.items():
         write_data_dir(
             data / name,
@@ -78,6 +96,8 @@ def prepare_fsdd(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> di
             utt2spk={r.uttid: r.speaker for r in recs},
             segments=segments[name],
         )
+        (data / name / DROPPED).unlink(missing_ok=True)  # a fresh set: earlier stages' drops are gone
+        bad[name].finish(len(recs) + len(bad[name]))
     write_lang(
         data / "lang",
         {"word": [SILENCE, *WORDS]},
@@ -86,14 +106,16 @@ def prepare_fsdd(corpus: str | os.PathLike, recipe_dir: str | os.PathLike) -> di
         silence=[SILENCE],
         segment_level="word",
     )
-    return {name: len(recs) for name, recs in sets.items()}
+    counts = {name: len(recs) for name, recs in sets.items()}
+    dropped = sum(len(b) for b in bad.values())
+    return {**counts, "dropped": dropped} if dropped else counts
 
 
 def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
     """The recordings of each set (``train``, ``dev``, ``test``), sorted by utterance id.
 
-    Reads only the WAV headers (8 kHz mono, not empty); raises DataError as
-    :func:`prepare_fsdd` does, except for the checks that need the samples.
+    Reads only the names; raises DataError as :func:`prepare_fsdd` does for the folder, the
+    names and the splits.
     """
     waves = find_wavs(
         corpus,
@@ -104,7 +126,6 @@ def list_fsdd(corpus: str | os.PathLike) -> dict[str, list[Recording]]:
     sets: dict[str, list[Recording]] = {name: [] for name in SETS}
     for path in waves:
         rec = parse_name(path)
-        audio_info(path, expected_rate=SAMPLE_RATE)
         sets[split_of(rec.index)].append(rec)
     for name, recs in sets.items():
         if not recs:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from snnasr.audio import audio_info
 from snnasr.data.datadir import write_data_dir
+from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, DROPPED, BadUtterances
 from snnasr.data.textgrid import read_textgrid
 from snnasr.io import DataError
 from snnasr.lang import write_lang
@@ -50,6 +51,8 @@ def prepare_librispeech(
     recipe_dir: str | os.PathLike,
     sets: list[str],
     textgrids: str | os.PathLike | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    strict: bool = False,
 ) -> dict[str, int]:
     """Prepare ``data/<set>`` for each LibriSpeech set, and ``data/lang`` when TextGrids are given.
 
@@ -58,18 +61,23 @@ def prepare_librispeech(
         recipe_dir: recipe directory; ``data/`` is written under it.
         sets: LibriSpeech set names (``train-clean-100``, ``dev-clean``, ...).
         textgrids: MFA output dir (phones tier, ARPAbet) or None.
+        max_bad_fraction, strict: an utterance with bad audio or no usable TextGrid (MFA leaves
+            a few unaligned) is dropped by name (:mod:`snnasr.data.drops`); more than this
+            fraction of a set fails the stage (any, with ``strict``).
     Returns:
-        utterances per Kaldi data dir name, e.g. ``{"train_clean_100": 28539, ...}``.
+        utterances per Kaldi data dir name, e.g. ``{"train_clean_100": 28539, ...}`` (and
+        ``dropped`` if any).
     Raises:
-        DataError: missing corpus/set dir, audio without transcript or the reverse, bad audio,
-            missing or malformed TextGrids, unknown phones.  Nothing is written then.
+        DataError: missing corpus/set dir, audio without transcript or the reverse, too many
+            bad utterances.  Nothing is written then.
     """
     root = _find_root(Path(corpus))
     names = [s.strip() for s in sets if s.strip()]
     if not names:
         raise DataError("--sets: no set names given; e.g. --sets train-clean-100,dev-clean,test-clean")
     grids = _index_textgrids(Path(textgrids)) if textgrids is not None else None
-    prepared = {}
+    data = Path(recipe_dir) / "data"
+    prepared, bad = {}, {}
     for name in names:
         set_dir = root / name
         if not set_dir.is_dir():
@@ -78,10 +86,13 @@ def prepare_librispeech(
                 f"{set_dir}: set not found (have: {', '.join(have) or 'nothing'}); "
                 f"download and unpack it, or change --sets"
             )
-        prepared[name.replace("-", "_")] = _prepare_set(set_dir, grids, textgrids)
-    data = Path(recipe_dir) / "data"
+        out_name = name.replace("-", "_")
+        bad[out_name] = BadUtterances("prep librispeech", data / out_name, max_bad_fraction, strict)
+        prepared[out_name] = _prepare_set(set_dir, grids, textgrids, bad[out_name])
     for out_name, (wav, text, utt2spk, segments) in prepared.items():
         write_data_dir(data / out_name, wav, text, utt2spk, segments=segments)
+        (data / out_name / DROPPED).unlink(missing_ok=True)  # a fresh set: earlier stages' drops are gone
+        bad[out_name].finish(len(wav) + len(bad[out_name]))
     if grids is not None:
         write_lang(
             data / "lang",
@@ -91,7 +102,9 @@ def prepare_librispeech(
             silence=[SILENCE],
             segment_level="phone",
         )
-    return {out_name: len(tables[0]) for out_name, tables in prepared.items()}
+    counts = {out_name: len(tables[0]) for out_name, tables in prepared.items()}
+    dropped = sum(len(b) for b in bad.values())
+    return {**counts, "dropped": dropped} if dropped else counts
 
 
 def _find_root(corpus: Path) -> Path:
@@ -120,7 +133,7 @@ def _index_textgrids(tg_dir: Path) -> dict[str, Path]:
 
 
 def _prepare_set(
-    set_dir: Path, grids: dict[str, Path] | None, tg_dir: str | os.PathLike | None
+    set_dir: Path, grids: dict[str, Path] | None, tg_dir: str | os.PathLike | None, bad: BadUtterances
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, list[Segment]] | None]:
     """Check one set; return its (wav, text, utt2spk, phone_segments or None) tables."""
     flacs: dict[str, Path] = {}
@@ -148,20 +161,21 @@ def _prepare_set(
         raise DataError(
             f"{set_dir}: {len(no_audio)} transcript lines without a .flac (e.g. {no_audio[0]}); restore the audio files"
         )
-    if grids is not None:
-        no_grid = sorted(u for u in flacs if u not in grids)
-        if no_grid:
-            raise DataError(
-                f"{tg_dir}: no TextGrid for {len(no_grid)} of {len(flacs)} utterances of {set_dir.name} "
-                f"(e.g. {no_grid[0]}); align every set with MFA or leave out --textgrids"
-            )
     wav, utt2spk, segments = {}, {}, {}
     for utt in tqdm(sorted(flacs), desc=f"librispeech {set_dir.name}", unit="utt", disable=not sys.stderr.isatty()):
-        num_samples, _ = audio_info(flacs[utt], expected_rate=SAMPLE_RATE)
+        try:
+            if grids is not None and utt not in grids:
+                raise DataError(f"no TextGrid in {tg_dir} (MFA did not align it); align it or leave out --textgrids")
+            num_samples, _ = audio_info(flacs[utt], expected_rate=SAMPLE_RATE)
+            if grids is not None:
+                segments[utt] = phone_segments(grids[utt], num_samples)
+        except DataError as e:
+            bad.drop(utt, e)
+            continue
         wav[utt] = str(flacs[utt].resolve())
         utt2spk[utt] = utt.split("-")[0]
-        if grids is not None:
-            segments[utt] = phone_segments(grids[utt], num_samples)
+    bad.check(len(flacs))
+    text = {u: t for u, t in text.items() if u in wav}
     return wav, text, utt2spk, segments if grids is not None else None
 
 

@@ -20,9 +20,12 @@ LIF cell, ``I = J + β I_{t-1}``, ``v' = v_{t-1} + I``, output stage on ``v'``::
     ∂I_t += ∂v'_t;   ∂J_t = ∂I_t;   ∂I_{t-1} = β ∂I_t;   ∂v_{t-1} = ∂v'_t;   ∂β = Σ_t ∂I_t I_{t-1}
 
 The per-step factors that do not depend on the adjoint (``q'``, the gate derivatives) are
-computed for a whole chunk in a few vectorised ops before the reverse loop, which is left with
-about six small ops per step.  The range R_t of each step is the one the forward used (R is a
-constant of the backward, as in the seed's straight-through quantiser).
+computed in the forward loop, while that step's small ``[B, H]`` tensors are still in cache,
+and stored instead of the raw states; the reverse loop is left with about six small ops per
+step.  (Computing them for all frames at once before the reverse loop was slower: each such op
+streams a ``[T, B, H]`` tensor through memory, which on a shared machine costs more than the
+per-step dispatch.)  The range R_t of each step is the one the forward used (R is a constant
+of the backward, as in the seed's straight-through quantiser).
 """
 
 from __future__ import annotations
@@ -51,9 +54,14 @@ def _emit(
     return quantize_at(a, r, cfg.n_bits, cfg.threshold, out=out), rng, r
 
 
-def _q_grad(a: Tensor, ranges: Tensor, cfg: QuantConfig) -> Tensor:
-    """``q'`` for a chunk ``[n, B, H]`` from its per-step ranges ``[n]``."""
-    return spike_grad(a, ranges.view(-1, *([1] * (a.dim() - 1))), cfg.n_bits, cfg.threshold, cfg.surrogate, cfg.width)
+def _q_grad(a: Tensor, r: Tensor, cfg: QuantConfig, out: Tensor | None) -> None:
+    """Store ``q' = ∂s/∂a`` of one step (kept for the backward) into ``out``."""
+    if out is None:
+        return
+    if cfg.surrogate == "ste-box":  # spike_grad's 1[|a| <= R], converted by the copy itself
+        out.copy_(a.abs() <= r)
+    else:
+        out.copy_(spike_grad(a, r, cfg.n_bits, cfg.threshold, cfg.surrogate, cfg.width))
 
 
 def _buffers(keep: bool, ref: Tensor, n: int, shape: tuple[int, ...], count: int) -> list[Any]:
@@ -76,7 +84,7 @@ class _SpikingKernel(Kernel):
 
 
 class SigmaDeltaKernel(_SpikingKernel):
-    """Sigma-delta encoder: tensors ``(x,)``, carry ``(r,)``."""
+    """Sigma-delta encoder: tensors ``(x,)``, carry ``(r,)``; saves ``q'``."""
 
     def init_carry(self) -> tuple:
         return (self._zeros(),)
@@ -85,19 +93,20 @@ class SigmaDeltaKernel(_SpikingKernel):
         (x,) = self.tensors
         assert x is not None
         (r,) = carry
-        (a_buf,) = _buffers(keep, x, t1 - t0, self.out_shape, 1)
+        (q_buf,) = _buffers(keep, x, t1 - t0, self.out_shape, 1)
         rs = []
         for i, t in enumerate(range(t0, t1)):
-            a = torch.add(r, x[t], out=_at(a_buf, i))
+            a = r + x[t]
             s, rng, rt = _emit(
                 a, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
             )
+            _q_grad(a, rt, self.cfg, _at(q_buf, i))
             r = a - s
             rs.append(rt)
-        return (r,), rng, a_buf, rs
+        return (r,), rng, q_buf, rs
 
     def backward(self, t0, t1, carry0, saved, adj, grads, cut, gout, ranges):  # type: ignore[no-untyped-def]
-        qd = _q_grad(saved, ranges, self.cfg)
+        qd = saved
         dx = grads.setdefault("x", self.out.new_empty(self.out.shape))
         dr = self._zeros() if adj is None else adj
         for i in reversed(range(t1 - t0)):
@@ -131,52 +140,50 @@ class GatedKernel(_SpikingKernel):
     def run(self, t0, t1, carry, rng, ranges, keep):  # type: ignore[no-untyped-def]
         pre, u = self.tensors
         assert pre is not None
-        hid, drop = self.out_shape[-1], self.drop
+        b, hid = self.out_shape
+        drop = self.drop
         h, r, s = carry
         n = t1 - t0
         rs = []
-        if u is None:  # v1: the gates of every frame at once, as the eager layer does
-            z_buf = torch.sigmoid(pre[t0:t1, :, :hid])
-            c_buf = torch.relu(pre[t0:t1, :, hid:])
-            if drop is not None:
-                c_buf = c_buf * drop
-            update = (1 - z_buf) * c_buf
-            h_buf, a_buf = _buffers(keep, pre, n, self.out_shape, 2)
-        else:
-            rec = PackedWeight(u, self.out_shape[0])
-            z_buf, c_buf, h_buf, a_buf = _buffers(keep, pre, n, self.out_shape, 4)
+        rec = None if u is None else PackedWeight(u, b)
+        # Saved per step: gate = (∂h/∂g_z, ∂h/∂g_c) [n, B, 2, H], z, q'.
+        gate_buf = pre.new_empty(n, b, 2, hid) if keep else None
+        z_buf, q_buf = _buffers(keep, pre, n, self.out_shape, 2)
         for i, t in enumerate(range(t0, t1)):
-            if u is None:
-                h = torch.addcmul(update[i], z_buf[i], h, out=_at(h_buf, i))
+            h_prev = h
+            if rec is None:  # v1: the gates see only the layer input (same ops as the eager step)
+                z = torch.sigmoid(pre[t, :, :hid], out=_at(z_buf, i))
+                c = torch.relu(pre[t, :, hid:])
+                if drop is not None:
+                    c = c * drop
+                h = torch.addcmul((1 - z) * c, z, h)
             else:
                 g = rec.addmm(pre[t], s)
                 z = torch.sigmoid(g[:, :hid], out=_at(z_buf, i))
-                if drop is None:
-                    c = torch.relu(g[:, hid:]) if c_buf is None else torch.clamp_min(g[:, hid:], 0.0, out=c_buf[i])
-                else:
-                    c = torch.mul(torch.relu(g[:, hid:]), drop, out=_at(c_buf, i))
-                h = torch.addcmul(c, z, h - c, out=_at(h_buf, i))
-            a = torch.add(r, h, out=_at(a_buf, i))
+                c = torch.relu(g[:, hid:])
+                if drop is not None:
+                    c = c * drop
+                h = torch.addcmul(c, z, h - c)
+            a = r + h
             s, rng, rt = _emit(
                 a, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
             )
             r = a - s
             rs.append(rt)
-        saved = (z_buf, c_buf, h_buf, a_buf) if keep else None
+            if keep:
+                _q_grad(a, rt, self.cfg, q_buf[i])
+                one_minus_z = 1 - z
+                torch.mul((h_prev - c).mul_(z), one_minus_z, out=gate_buf[i, :, 0])
+                gc = torch.mul(one_minus_z, c > 0, out=gate_buf[i, :, 1])
+                if drop is not None:
+                    gc.mul_(drop)
+        saved = (gate_buf, z_buf, q_buf) if keep else None
         return (h, r, s), rng, saved, rs
 
     def backward(self, t0, t1, carry0, saved, adj, grads, cut, gout, ranges):  # type: ignore[no-untyped-def]
         pre, u = self.tensors
-        z, c, h, a = saved
+        gate, z, qd = saved
         b, hid = self.out_shape
-        qd = _q_grad(a, ranges, self.cfg)
-        h_prev = torch.cat((carry0[0][None], h[:-1]))
-        dz = (h_prev - c).mul_(z * (1 - z))
-        dc = (1 - z).mul_(c > 0)
-        if self.drop is not None:
-            dc.mul_(self.drop)
-        gate = torch.stack((dz, dc), dim=2)  # [n, B, 2, H]: ∂g_t = gate_t ∂h_t
-        del dz, dc, h_prev
         dpre = grads.setdefault("pre", pre.new_empty(self.steps, b, 2 * hid))
         if u is not None:
             rec = grads.setdefault("rec", PackedWeight(u.t().contiguous(), b))
@@ -203,7 +210,7 @@ class GatedKernel(_SpikingKernel):
 
 
 class LIFKernel(_SpikingKernel):
-    """Vanilla LIF: tensors ``(j, decay)``, carry ``(I, v)``."""
+    """Vanilla LIF: tensors ``(j, decay)``, carry ``(I, v)``; saves ``I`` and ``q'``."""
 
     def init_carry(self) -> tuple:
         return (self._zeros(), self._zeros())
@@ -212,22 +219,22 @@ class LIFKernel(_SpikingKernel):
         j, decay = self.tensors
         assert j is not None and decay is not None
         cur, v = carry
-        i_buf, v_buf = _buffers(keep, j, t1 - t0, self.out_shape, 2)
+        i_buf, q_buf = _buffers(keep, j, t1 - t0, self.out_shape, 2)
         rs = []
         for i, t in enumerate(range(t0, t1)):
             cur = torch.addcmul(j[t], decay, cur, out=_at(i_buf, i))
-            vp = torch.add(v, cur, out=_at(v_buf, i))
+            vp = v + cur
             s, rng, rt = _emit(
                 vp, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
             )
+            _q_grad(vp, rt, self.cfg, _at(q_buf, i))
             v = vp - s
             rs.append(rt)
-        return (cur, v), rng, ((i_buf, v_buf) if keep else None), rs
+        return (cur, v), rng, ((i_buf, q_buf) if keep else None), rs
 
     def backward(self, t0, t1, carry0, saved, adj, grads, cut, gout, ranges):  # type: ignore[no-untyped-def]
         _, decay = self.tensors
-        cur, vp = saved
-        qd = _q_grad(vp, ranges, self.cfg)
+        cur, qd = saved
         dj = grads.setdefault("j", self.out.new_empty(self.out.shape))
         dcur, dv = (self._zeros(), self._zeros()) if adj is None else adj
         for i in reversed(range(t1 - t0)):
@@ -238,8 +245,8 @@ class LIFKernel(_SpikingKernel):
                 dcur, dv = self._zeros(), self._zeros()
             else:
                 dcur, dv = dit * decay, dvp
-        cur_prev = torch.cat((carry0[0][None], cur[:-1]))
-        dd = (dj[t0:t1] * cur_prev).sum(dim=(0, 1))
+        # ∂β = Σ_t ∂I_t I_{t-1}: I_{t-1} is the chunk's first state, then the saved I's.
+        dd = (dj[t0] * carry0[0]).sum(0) + (dj[t0 + 1 : t1] * cur[:-1]).sum(dim=(0, 1))
         grads["decay"] = dd if "decay" not in grads else grads["decay"] + dd
         return dcur, dv
 

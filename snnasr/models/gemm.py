@@ -43,12 +43,20 @@ def _onednn_linear(x: Tensor, w: Tensor) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
 
 
+# Per-step products smaller than this many multiply-adds stay on torch's GEMM: measured on the
+# 2-core CPU, oneDNN's call costs more than it saves below ~2-4 M (e.g. 8 x 256 -> 512: 0.6x),
+# and wins 2-2.4x above (8 x 550 -> 1100, 32..128 x 256 -> 512).  A fixed rule, not a timing
+# at run time, so that the same shapes always take the same arithmetic (reproducible runs).
+PACKED_MIN_MACS = 1 << 22
+
+
 class PackedWeight:
     """``w`` ``[O, I]`` prepared for many ``x @ wᵀ`` with ``rows``-row inputs (one per time step)."""
 
     def __init__(self, w: Tensor, rows: int) -> None:
         self.w = w
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows) if onednn(w) else None
+        big = rows * w.shape[0] * w.shape[1] >= PACKED_MIN_MACS
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows) if big and onednn(w) else None
 
     def addmm(self, bias: Tensor, x: Tensor) -> Tensor:
         """``bias + x @ wᵀ`` (no autograd)."""

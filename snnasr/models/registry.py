@@ -99,6 +99,7 @@ def _build_lif(cfg: ModelConfig, n_in: int) -> tuple[list[nn.Module], nn.Module 
             dropout=cfg.dropout,
             batchnorm=cfg.batchnorm,
             decay_init=cfg.lif_decay_init,
+            decay_init_max=cfg.lif_decay_init_max,
             quantizer=_quantizer(cfg),
             reset=cfg.reset,
         )

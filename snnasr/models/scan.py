@@ -163,12 +163,12 @@ def eager_scan(
 
 class _FusedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernel: Kernel, options: ScanOptions, *tensors: Tensor | None) -> Tensor:  # type: ignore[override]
+    def forward(ctx, kernel: Kernel, options: ScanOptions, grad_wanted: bool, *tensors: Tensor | None) -> Tensor:  # type: ignore[override]
         ref = next(x for x in tensors if x is not None)
         t_len = kernel.steps  # type: ignore[attr-defined]
         out = ref.new_empty(t_len, *kernel.out_shape)
         kernel.bind(tensors, out)
-        keep = any(ctx.needs_input_grad[2:])
+        keep = grad_wanted and any(ctx.needs_input_grad[3:])
         chunk = options.time_chunk if keep and options.time_chunk else t_len
         carry, rng = kernel.init_carry(), kernel.rng0
         starts, saved, ranges = [], [], []
@@ -204,7 +204,7 @@ class _FusedScan(torch.autograd.Function):
                 _, _, saved, _ = kernel.run(t0, t1, ctx.starts[k], None, ctx.ranges[t0:t1], True)
             ctx.saved[k] = None
             adj = kernel.backward(t0, t1, ctx.starts[k], saved, adj, grads, cut, gout, ctx.ranges[t0:t1])
-        return (None, None, *kernel.finish(grads, ctx.needs_input_grad[2:]))
+        return (None, None, None, *kernel.finish(grads, ctx.needs_input_grad[3:]))
 
 
 def scan(
@@ -224,7 +224,8 @@ def scan(
         return eager_scan(cell, inputs, state0, params, masks, options.tbptt)
     assert cell.kernel is not None
     kernel, tensors, final = cell.kernel(inputs, state0, params, masks)
-    out = _FusedScan.apply(kernel, options, *tensors)
+    # Under no_grad, needs_input_grad still reports the parameters' requires_grad: pass the mode.
+    out = _FusedScan.apply(kernel, options, torch.is_grad_enabled(), *tensors)
     return out, final(*kernel.final)
 
 
