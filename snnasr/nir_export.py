@@ -48,7 +48,7 @@ NO_PRIMITIVE = {
     "lstm": "LSTM gates (sigmoid/tanh products, no spikes)",
     "gru": "GRU gates (sigmoid/tanh products, no spikes)",
     "proposed": "the gated SNN's multiplicative gates on multi-bit spikes",
-    "alif": "the adaptive threshold of ALIF neurons",
+    "alif": "an adaptive threshold (ALIF)",
 }
 EXACT_LIF = "model.n_bits=1 model.threshold=0 model.reset=zero model.input_encoding=none"
 
@@ -64,7 +64,7 @@ def _nir():
 def check_exportable(arch: str, cfg: Any) -> None:
     """Raise ConfigError naming the first part of the model that NIR cannot express exactly."""
     if arch in NO_PRIMITIVE:
-        raise ConfigError(f"--arch {arch}: {NO_PRIMITIVE[arch]} have no NIR primitive; only --arch lif exports")
+        raise ConfigError(f"--arch {arch}: NIR has no primitive for {NO_PRIMITIVE[arch]}; only --arch lif exports")
     if arch != "lif":
         raise ConfigError(f"--arch {arch}: no NIR mapping is defined for it; only --arch lif exports")
     if cfg.input_encoding != "none":
