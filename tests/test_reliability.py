@@ -481,8 +481,8 @@ def test_nan_loss_skips_the_step_and_too_many_stop_keeping_the_last_good_checkpo
     monkeypatch.setattr(C, "build_model", lambda arch, mcfg, n_in, n_out: TinyModel(n_in, n_out))
     real, calls = T._forward_stats, {"n": 0}
 
-    def poisoned(model, batch, data):  # training minibatches number 1, 2, ... over the run
-        loss, *rest = real(model, batch, data)
+    def poisoned(model, batch, data, *args):  # training minibatches number 1, 2, ... over the run
+        loss, *rest = real(model, batch, data, *args)
         if not model.training:
             return (loss, *rest)
         calls["n"] += 1
