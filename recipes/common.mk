@@ -3,7 +3,7 @@
 # `snnasr train` resumes from its last checkpoint on the next `make`.
 SNNASR ?= snnasr
 STAMPS := .stamps
-ARCHS ?= lstm gru lif proposed
+ARCHS ?= lstm gru lif proposed alif scsr
 # SEEDS="1 2 3": every architecture once per seed (runs <arch>-s<seed>; the report gives mean ± sd).
 SEEDS ?=
 # Runs the report collects; recursive, so a recipe may set ARCHS or RUNS after the include.

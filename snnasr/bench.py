@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from snnasr.config import SCAN_BACKENDS, ModelConfig
 from snnasr.io import ConfigError
 from snnasr.models import build
+from snnasr.models.registry import bench_variants, get_arch, model_config
 from snnasr.models.scan import ScanOptions, configure
 from snnasr.runtime import resolve_device
 
@@ -50,13 +51,16 @@ class Variant(NamedTuple):
     spiking: bool  # runs through the scan (has backends); else a torch kernel
 
 
-VARIANTS = (
-    Variant("lstm", "lstm", {}, False),
-    Variant("gru", "gru", {}, False),
-    Variant("lif", "lif", {}, True),
-    Variant("proposed", "proposed", {"recurrent": True}, True),
-    Variant("proposed-v1", "proposed", {"recurrent": False}, True),
-)
+def _variants() -> tuple[Variant, ...]:
+    """Each architecture's bench variants, as its module declares them (the registry)."""
+    out = []
+    for name, arch, overrides in bench_variants():
+        section = get_arch(arch).config
+        out.append(Variant(name, arch, overrides, hasattr(section, "scan_backend")))
+    return tuple(out)
+
+
+VARIANTS = _variants()
 
 
 class Row(NamedTuple):
@@ -187,7 +191,7 @@ def run_bench(
     x, y, mask = (x * mask[..., None]).to(dev), y.to(dev), mask.to(dev)
     n_frames = int(lengths.sum())
     cases = [
-        _Case(r, ModelConfig(arch=r.variant.arch, hidden=hidden, layers=layers, **r.variant.overrides), x, mask, y)
+        _Case(r, model_config(r.variant.arch, hidden=hidden, layers=layers, **r.variant.overrides), x, mask, y)
         for r in rows
     ]
     train: list[list[float]] = [[] for _ in rows]

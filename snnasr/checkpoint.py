@@ -148,6 +148,8 @@ def data_fingerprint(data: Any) -> dict:
     data_dir = getattr(data, "data_dir", None)
     state = read_feature_state(data_dir) if data_dir is not None else {}
     lang = getattr(data, "lang", None)
+    # The class list: a frame level's symbols, or the utterance classes of task: utterance.
+    classes = getattr(data, "classes", None) or (lang.symbols(data.level) if lang is not None else None)
     return {
         "set": Path(data_dir).name if data_dir is not None else None,
         "features": state.get("hash"),
@@ -156,7 +158,7 @@ def data_fingerprint(data: Any) -> dict:
         "cmvn": state.get("cmvn"),
         "dim": int(data.dim),
         "label_level": data.level,
-        "label_set": _sha(" ".join(lang.symbols(data.level))) if lang is not None else None,
+        "label_set": _sha(" ".join(classes)) if classes is not None else None,
         "utterances": len(data.uttids),
         "utt_list": _sha("\n".join(data.uttids)),
     }

@@ -27,6 +27,24 @@ RECIPE_DIR = click.option(
 )
 
 
+class ArchChoice(click.Choice):
+    """The registered architectures, read on first use: the registry imports torch, and the
+    CLI must start without it."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from snnasr.models.registry import arch_names
+
+        return arch_names()
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass
+
+
 BAD_UTTERANCES = [
     click.option(
         "--max-bad-fraction",
@@ -338,7 +356,7 @@ def features(
 @cli.command()
 @click.option(
     "--arch",
-    type=click.Choice(["lstm", "gru", "lif", "proposed"]),
+    type=ArchChoice(),
     default=None,
     help="Architecture (overrides model.arch of the config).",
 )

@@ -1,8 +1,10 @@
 """Typed experiment configuration: dataclasses loaded from YAML, with ``key=value`` overrides.
 
-A config file mirrors :class:`Config`: sections ``model``, ``train``, ``data`` plus top-level
-``seed``.  Unknown keys and wrong types are errors (a typo must not silently fall back to a
-default).  Overrides use dotted keys, e.g. ``model.hidden=550 train.epochs=24``; values are
+A config file mirrors :class:`Config`: sections ``model``, ``train``, ``data``, ``utterance``
+plus top-level ``task`` and ``seed``.  The ``model`` section's fields are those of the chosen
+architecture (``model.arch``; each architecture module declares its section, see
+:mod:`snnasr.models.registry`).  Unknown keys and wrong types are errors (a typo, or a field of
+another architecture, must not silently fall back to a default).  Overrides use dotted keys, e.g. ``model.hidden=550 train.epochs=24``; values are
 parsed as YAML scalars.  Shipped defaults reproduce the seed paper's TIMIT setting
 (Ponghiran & Roy 2021): 2 x 550, BN, dropout 0.2, Adam 1e-3, 24 epochs, new-bob, 6-bit
 spikes with dead-zone 3, sigma-delta input encoding, length curriculum.
@@ -23,21 +25,59 @@ import yaml
 
 from snnasr.io import ConfigError, write_text
 
-ARCHS = ("lstm", "gru", "lif", "proposed")
 SURROGATES = ("ste-box", "fast-sigmoid", "triangle", "multi-gaussian", "atan")
 INPUT_ENCODINGS = ("sigma-delta", "none")
-RESETS = ("subtract", "zero")
+READOUTS = ("linear", "integrator")
+TASKS = ("frame", "utterance")
+POOLS = ("last", "mean", "max", "softmax-sum")
 SCAN_BACKENDS = ("auto", "fused", "eager")
 
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section: fields every architecture reads.
+
+    Each architecture's own section is a subclass declared in its module
+    (``snnasr.models.<arch>``) and found through :mod:`snnasr.models.registry`; a config file
+    may only set the fields of its architecture's section.  Wiring (see the registry):
+    ``readout`` per-frame ``linear`` or leaky ``integrator`` (initial time constant
+    ``readout_tau`` in frames, learnable per class); ``steps_per_frame`` simulation steps per
+    input frame (the frame is held, the readout sees the mean over its steps);
+    ``bidirectional`` adds a backward-in-time copy of every layer (outputs concatenated);
+    ``skip`` feeds every layer after the first, and the readout, the output of the layer two
+    below it as well (layer 0 = the network input).
+    """
+
     arch: str = "proposed"
     hidden: int = 550
     layers: int = 2
     dropout: float = 0.2
     batchnorm: bool = True
-    # Spiking layers (lif, proposed): multi-bit quantiser, see snnasr.models.spikes.
+    readout: str = "linear"
+    readout_tau: float = 3.0
+    steps_per_frame: int = 1
+    bidirectional: bool = False
+    skip: bool = False
+
+    def check(self) -> None:
+        from snnasr.models.registry import arch_names
+
+        _choice("model.arch", self.arch, arch_names())
+        _positive("model.hidden", self.hidden)
+        _positive("model.layers", self.layers)
+        _positive("model.steps_per_frame", self.steps_per_frame)
+        _choice("model.readout", self.readout, READOUTS)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1)")
+        if self.readout_tau < 1.0:
+            raise ConfigError(f"model.readout_tau={self.readout_tau}: must be >= 1 (frames)")
+
+
+@dataclass
+class MultiBitConfig(ModelConfig):
+    """Section base of the multi-bit spiking architectures (lif, proposed): the quantiser of
+    :mod:`snnasr.models.spikes` and the sigma-delta input encoder."""
+
     n_bits: int = 6
     threshold: int = 3
     ema_momentum: float = 0.1
@@ -46,16 +86,6 @@ class ModelConfig:
     input_encoding: str = "sigma-delta"
     input_n_bits: int = 6
     input_threshold: int = 3
-    # proposed: true = gates also see the layer's own previous output (paper / v2); false = v1.
-    recurrent: bool = True
-    # lif: initial per-neuron synaptic decay β, kept in [0, 1]: U[lif_decay_init, lif_decay_init_max]
-    # (default U[0.5, 1]); lif_decay_init_max: null = every neuron at lif_decay_init.  The seed's
-    # exact setting is lif_decay_init: 1.0, lif_decay_init_max: null (see snnasr.models.lif).
-    lif_decay_init: float = 0.5
-    lif_decay_init_max: float | None = 1.0
-    # lif: after a spike the membrane loses what it emitted (subtract, the seed) or is set to 0
-    # (zero: NIR's reset; with n_bits 1 and input_encoding none the model exports to NIR exactly).
-    reset: str = "subtract"
     # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
     # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
     # tbptt > 0 truncates backpropagation through time every that many frames.
@@ -64,14 +94,9 @@ class ModelConfig:
     tbptt: int = 0
 
     def check(self) -> None:
-        _choice("model.arch", self.arch, ARCHS)
+        super().check()
         _choice("model.surrogate", self.surrogate, SURROGATES)
         _choice("model.input_encoding", self.input_encoding, INPUT_ENCODINGS)
-        _choice("model.reset", self.reset, RESETS)
-        _positive("model.hidden", self.hidden)
-        _positive("model.layers", self.layers)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1)")
         for name in ("n_bits", "input_n_bits"):
             v = getattr(self, name)
             if not 1 <= v <= 16:
@@ -86,18 +111,57 @@ class ModelConfig:
         for name in ("time_chunk", "tbptt"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
-        if not 0.0 <= self.lif_decay_init <= 1.0:
-            raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
-        hi = self.lif_decay_init_max
-        if hi is not None and not self.lif_decay_init <= hi <= 1.0:
-            raise ConfigError(
-                f"model.lif_decay_init_max={hi}: must be in [lif_decay_init, 1] = [{self.lif_decay_init}, 1] (or null)"
-            )
         if not 0.0 < self.ema_momentum <= 1.0:
             raise ConfigError(
                 f"model.ema_momentum={self.ema_momentum}: must be in (0, 1] (weight of the newest range estimate)"
             )
         _finite_positive("model.surrogate_scale", self.surrogate_scale)
+
+
+# Every field the single flat ModelConfig had before the per-architecture sections: a saved
+# run's config may carry them for any arch; reading it drops those its section lacks.
+LEGACY_MODEL_KEYS = frozenset(
+    {
+        "n_bits",
+        "threshold",
+        "ema_momentum",
+        "surrogate",
+        "surrogate_scale",
+        "input_encoding",
+        "input_n_bits",
+        "input_threshold",
+        "recurrent",
+        "lif_decay_init",
+        "lif_decay_init_max",
+        "scan_backend",
+        "time_chunk",
+        "tbptt",
+    }
+)
+
+
+def model_section(arch: str) -> ModelConfig:
+    """Default ``model`` section of ``arch`` (ConfigError listing the choices if unknown)."""
+    from snnasr.models.registry import get_arch
+
+    return get_arch(arch).config(arch=arch)
+
+
+@dataclass
+class UtteranceConfig:
+    """``task: utterance``: how the per-frame readout becomes one score vector per utterance.
+
+    ``pool``: ``last`` valid frame, ``mean`` or ``max`` over valid frames, or ``softmax-sum``
+    (Yin et al.'s SHD readout: the sum of per-frame softmax after ``burn_in`` frames).
+    """
+
+    pool: str = "mean"
+    burn_in: int = 0
+
+    def check(self) -> None:
+        _choice("utterance.pool", self.pool, POOLS)
+        if self.burn_in < 0:
+            raise ConfigError(f"utterance.burn_in={self.burn_in}: must be >= 0 frames")
 
 
 @dataclass
@@ -173,6 +237,10 @@ class DataConfig:
             raise ConfigError(f"data.context={self.context}: must be >= 0")
 
 
+def _default_model() -> ModelConfig:
+    return model_section(ModelConfig.arch)
+
+
 @dataclass
 class LogConfig:
     # TensorBoard event files under exp/<run>/tensorboard/ (needs the [tensorboard] extra);
@@ -182,9 +250,14 @@ class LogConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    """``task``: ``frame`` (a label per frame) or ``utterance`` (one label per utterance, the
+    readout pooled as ``utterance`` says)."""
+
+    model: ModelConfig = field(default_factory=_default_model)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    task: str = "frame"
+    utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = 1
 
@@ -192,6 +265,8 @@ class Config:
         self.model.check()
         self.train.check()
         self.data.check()
+        _choice("task", self.task, TASKS)
+        self.utterance.check()
         return self
 
 
@@ -254,7 +329,8 @@ def _update(obj: Any, values: dict, prefix: str) -> None:
     for key, value in values.items():
         name = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(f"unknown config key {name!r}; known: {', '.join(sorted(known))}")
+            where = f" for arch {obj.arch}" if isinstance(obj, ModelConfig) else ""
+            raise ConfigError(f"unknown config key {name!r}{where}; known: {', '.join(sorted(known))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _update(current, value, f"{name}.")
@@ -299,26 +375,55 @@ def read_yaml_mapping(path: str | os.PathLike, what: str) -> dict:
     return values
 
 
+def _arch_of(*trees: dict) -> str:
+    """``model.arch`` as the last of ``trees`` that sets it says (else the default)."""
+    arch = ModelConfig.arch
+    for tree in trees:
+        model = tree.get("model") if isinstance(tree, dict) else None
+        if isinstance(model, dict) and "arch" in model:
+            arch = str(model["arch"])
+    return arch
+
+
+def _with_arch(arch: str) -> Config:
+    from snnasr.models.registry import arch_names
+
+    _choice("model.arch", arch, arch_names())
+    return Config(model=model_section(arch))
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (), **section_defaults: dict
 ) -> Config:
-    """Defaults, then ``section_defaults`` (e.g. ``model={"arch": "lif"}``), then the YAML, then overrides."""
-    cfg = Config()
+    """Defaults, then ``section_defaults`` (e.g. ``model={"arch": "lif"}``), then the YAML, then overrides.
+
+    The architecture is decided first (the last of these to set ``model.arch``), so that the
+    ``model`` section takes that architecture's fields.
+    """
+    values = read_yaml_mapping(path, "config") if path is not None else {}
+    tree = parse_overrides(overrides)
+    cfg = _with_arch(_arch_of(section_defaults, values, tree))
     if section_defaults:
         _update(cfg, section_defaults, "")
-    if path is not None:
-        values = read_yaml_mapping(path, "config")
-        try:
-            _update(cfg, values, "")
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
-    _update(cfg, parse_overrides(overrides), "")
+    try:
+        _update(cfg, values, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    _update(cfg, tree, "")
     return cfg.check()
 
 
 def config_from_dict(values: dict) -> Config:
-    """Rebuild a Config saved with :func:`save_config` (e.g. from a checkpoint)."""
-    cfg = Config()
+    """Rebuild a Config saved with :func:`save_config` (e.g. from a checkpoint).
+
+    Configs saved before the per-architecture sections carried every arch's model fields; the
+    ones this arch's section lacks (:data:`LEGACY_MODEL_KEYS`) are dropped.
+    """
+    cfg = _with_arch(_arch_of(values))
+    model = values.get("model")
+    if isinstance(model, dict):
+        known = {f.name for f in fields(cfg.model)}
+        values = {**values, "model": {k: v for k, v in model.items() if k in known or k not in LEGACY_MODEL_KEYS}}
     _update(cfg, values, "")
     return cfg.check()
 

@@ -54,6 +54,32 @@ def splice(feats: torch.Tensor, context: int) -> torch.Tensor:
     return feats[idx].reshape(t, -1)
 
 
+def utterance_labels(data_dir: Path, lang: Lang, level: str | None) -> tuple[str, Path, dict[str, np.ndarray]]:
+    """``(level, path, {uttid: [class id]})`` from ``data_dir/utt2<level>`` (default: the lang's).
+
+    Raises DataError when the recipe has no utterance level, the table is missing, or a label
+    is not one of the level's classes.
+    """
+    if not lang.utterance_level:
+        raise DataError(
+            f"{lang.dir}/labels.yaml: no utterance_level, so no utterance labels for task: utterance; "
+            f"use a corpus whose prep writes them (snnasr prep fsdd) or task: frame"
+        )
+    level = level or lang.utterance_level
+    if level != lang.utterance_level:
+        raise DataError(f"{lang.dir}: utterance level is {lang.utterance_level!r}, not {level!r}")
+    path = data_dir / f"utt2{level}"
+    if not path.is_file():
+        raise DataError(f"{path}: no utterance labels for this set; re-run snnasr prep for this recipe")
+    index = {c: i for i, c in enumerate(lang.utterance_classes)}
+    labels = {}
+    for utt, symbol in read_table(path).items():
+        if symbol not in index:
+            raise DataError(f"{path}: {utt} has label {symbol!r}, not one of {', '.join(lang.utterance_classes)}")
+        labels[utt] = np.array([index[symbol]], dtype=np.int64)
+    return level, path, labels
+
+
 class UtteranceDataset(Dataset):
     """Items ``(uttid, feats FloatTensor[T, D], labels LongTensor[T])`` in uttid order.
 
@@ -63,6 +89,9 @@ class UtteranceDataset(Dataset):
         norm_vars: also divide by the per-key standard deviation.
         context: splice +-context frames (0 = none).
         lang_dir: default ``<data_dir>/../lang``.
+        task: ``frame`` (labels per frame) or ``utterance``: the class of ``data/<set>/utt2<U>``
+            (U = the lang's utterance level, the default ``level``) repeated over every frame, so
+            batching is shared with frame training and pooling happens on the model's output.
 
     Utterances without labels are skipped (counted in ``.skipped``, one warning line), as
     Kaldi alignments can miss a few.  Raises DataError for missing features/CMVN/labels,
@@ -77,28 +106,34 @@ class UtteranceDataset(Dataset):
         norm_vars: bool = False,
         context: int = 0,
         lang_dir: str | os.PathLike | None = None,
+        task: str = "frame",
     ) -> None:
         self.data_dir = Path(data_dir)
         if context < 0:
             raise DataError(f"context={context}: must be >= 0 frames")
         self.lang: Lang = load_lang(Path(lang_dir) if lang_dir is not None else self.data_dir.parent / "lang")
-        self.level = level if level is not None else self.lang.default
-        self.num_classes = self.lang.num_classes(self.level)
         self.context = context
         self.norm_vars = norm_vars
 
         hint = "run `snnasr features` for this set first"
         state = read_feature_state(self.data_dir)
         feats_scp = require_file(self.data_dir / "feats.scp", "features", hint)
-        labels_scp = self.data_dir / f"labels_{self.level}.scp"
-        if not labels_scp.is_file():
-            have = sorted(p.stem[len("labels_") :] for p in self.data_dir.glob("labels_*.scp"))
-            raise DataError(
-                f"{labels_scp}: no frame labels of level {self.level!r}; this set has "
-                f"{', '.join(have) or 'no labels'} (labels come from `snnasr features` with "
-                f"phone_segments, or `snnasr prep kaldi`)"
-            )
-        labels = dict(read_vec_int_scp(labels_scp))
+        if task == "utterance":
+            self.level, labels_scp, labels = utterance_labels(self.data_dir, self.lang, level)
+            self.classes = list(self.lang.utterance_classes)
+        else:
+            self.level = level if level is not None else self.lang.default
+            self.classes = self.lang.symbols(self.level)
+            labels_scp = self.data_dir / f"labels_{self.level}.scp"
+            if not labels_scp.is_file():
+                have = sorted(p.stem[len("labels_") :] for p in self.data_dir.glob("labels_*.scp"))
+                raise DataError(
+                    f"{labels_scp}: no frame labels of level {self.level!r}; this set has "
+                    f"{', '.join(have) or 'no labels'} (labels come from `snnasr features` with "
+                    f"phone_segments, or `snnasr prep kaldi`)"
+                )
+            labels = dict(read_vec_int_scp(labels_scp))
+        self.num_classes = len(self.classes)
         stats, utt2key = self._cmvn(state, hint)
         tolerance = int((state.get("options") or {}).get("length_tolerance", DEFAULT_TOLERANCE))
 
@@ -120,7 +155,10 @@ class UtteranceDataset(Dataset):
                 if key not in stats:
                     raise DataError(f"{self.data_dir}/cmvn.scp: no stats for {key!r} (utterance {utt}); {hint}")
                 feats = apply_cmvn(feats, stats[key], norm_vars)
-            lab = match_length(utt, labels[utt], len(feats), tolerance, source=f"labels_{self.level}")
+            if task == "utterance":
+                lab = np.full(len(feats), labels[utt][0], dtype=np.int64)
+            else:
+                lab = match_length(utt, labels[utt], len(feats), tolerance, source=f"labels_{self.level}")
             if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
                 raise DataError(
                     f"{utt}: labels_{self.level} has class ids outside 0..{self.num_classes - 1}; "

@@ -34,6 +34,7 @@ from snnasr import ops as opsmod
 from snnasr.io import ConfigError, DataError, write_text
 from snnasr.lang import Lang, load_lang
 from snnasr.metrics import EditCounts, collapse, edit_distance, frame_accuracy, phone_sequence
+from snnasr.ops import ActivationStats, count_ops
 
 DEFAULT_BATCH_FRAMES = 20000
 
@@ -90,6 +91,17 @@ def _check_trained_on(exp_dir: Path, data_dir: Path, saved: dict | None, data: A
     return fingerprint
 
 
+def _check_utterance_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: int) -> None:
+    """``task: utterance``: the set has utt2<level> and the recipe the model's classes."""
+    if lang.utterance_level != level or len(lang.utterance_classes) != n_out:
+        raise DataError(
+            f"{lang.dir}: the model classifies utterances into {n_out} {level!r} classes but this recipe has "
+            f"{lang.utterance_level or 'no utterance level'}; evaluate it in the recipe it was trained in"
+        )
+    if not (data_dir / f"utt2{level}").is_file():
+        raise DataError(f"{data_dir}/utt2{level}: no utterance labels for set {set_name}; re-run snnasr prep")
+
+
 def level_folds(lang: Lang, level: str) -> dict[str, np.ndarray]:
     """Class-id maps from ``level`` to itself and to every level reachable through map files.
 
@@ -129,21 +141,6 @@ def _references(
     return refs
 
 
-def _batches(lengths: list[int], budget: int) -> list[list[int]]:
-    """Utterance indices grouped by length so that padded frames per batch stay under ``budget``."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and lengths[i] * (len(cur) + 1) > budget:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
-
-
 def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad ``[T_i, F]`` tensors to ``x [T, B, F]`` and ``mask [T, B]`` (True on real frames)."""
     x = torch.nn.utils.rnn.pad_sequence(feats, padding_value=pad_value)
@@ -152,130 +149,15 @@ def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.
     return x, mask
 
 
-class ActivationStats:
-    """Running totals over valid frames of everything ops and sparsity need."""
-
-    def __init__(self, n_layers: int) -> None:
-        self.frames = 0
-        self.nnz_features = 0
-        self.nnz_in = [0] * n_layers
-        self.nnz_prev = [0] * n_layers
-        self.nnz_out = [0] * n_layers
-        self.zeros = [0] * n_layers
-        self.entries = [0] * n_layers
-        self.range_in: list[Any] = [None] * n_layers
-        self.range_out: list[Any] = [None] * n_layers
-
-    def update(
-        self, x: torch.Tensor, mask: torch.Tensor, layer_inputs: list[torch.Tensor], layer_outputs: list[torch.Tensor]
-    ) -> None:
-        self.frames += int(mask.sum())
-        self.nnz_features += opsmod.nnz_total(x, mask)
-        for i, (inp, out) in enumerate(zip(layer_inputs, layer_outputs)):
-            self.nnz_in[i] += opsmod.nnz_total(inp, mask)
-            self.nnz_prev[i] += opsmod.prev_nnz_total(out, mask)
-            self.nnz_out[i] += opsmod.nnz_total(out, mask)
-            z, n = opsmod.zero_counts(out, mask)
-            self.zeros[i] += z
-            self.entries[i] += n
-            self.range_in[i] = opsmod.merge_range(self.range_in[i], opsmod.nonzero_range(inp, mask))
-            self.range_out[i] = opsmod.merge_range(self.range_out[i], opsmod.nonzero_range(out, mask))
-
-    def zero_fraction(self) -> dict[str, Any]:
-        """Per layer and overall; the overall ratio of sums weights layers by width."""
-        layers = [z / n if n else float("nan") for z, n in zip(self.zeros, self.entries)]
-        total = sum(self.entries)
-        return {"layers": layers, "overall": sum(self.zeros) / total if total else float("nan")}
-
-
-def count_ops(
-    stats: ActivationStats,
-    specs: list,
-    n_out: int,
-    convention: str = "honest",
-    energy: str = "45nm-fp32",
-    encoder_features: int = 0,
-    encoder: str = "counted",
-) -> dict[str, Any]:
-    """Per-frame ops of the model (encoder + layers + readout) and of analytic LSTM/GRU references.
-
-    ``encoder_features`` is the width of the model's sigma-delta input encoder (0 = none);
-    ``encoder`` says whether its work counts (see :mod:`snnasr.ops`).
-    """
-    frames = stats.frames
-    layers = []
-    enc = opsmod.encoder_ops(encoder_features, frames, encoder)
-    mac, ac, total = enc.mac, enc.ac, enc.total
-    for i, spec in enumerate(specs):
-        in_bin = opsmod.is_binary(stats.range_in[i])
-        out_bin = opsmod.is_binary(stats.range_out[i])
-        lo = opsmod.layer_ops(
-            spec.kind,
-            spec.hidden,
-            spec.recurrent,
-            stats.nnz_in[i],
-            stats.nnz_prev[i],
-            frames,
-            input_binary=in_bin,
-            output_binary=out_bin,
-            convention=convention,
-        )
-        layers.append(
-            {
-                "layer": i + 1,
-                "kind": spec.kind,
-                "n_in": spec.n_in,
-                "hidden": spec.hidden,
-                "recurrent": bool(spec.recurrent),
-                "input_binary": in_bin,
-                "output_binary": out_bin,
-                "nnz_in_per_frame": stats.nnz_in[i] / frames,
-                "nnz_prev_per_frame": stats.nnz_prev[i] / frames,
-                **lo.per_frame(frames),
-            }
-        )
-        mac, ac, total = mac + lo.mac, ac + lo.ac, total + lo.total
-    ro_bin = opsmod.is_binary(stats.range_out[-1])
-    ro = opsmod.readout_ops(n_out, stats.nnz_out[-1], input_binary=ro_bin)
-    readout = {"n_out": n_out, "input_binary": ro_bin, **ro.per_frame(frames)}
-    mac, ac, total = mac + ro.mac, ac + ro.ac, total + ro.total
-    refs = {}
-    for kind in ("lstm", "gru"):
-        ref_layers, ref_ro = opsmod.dense_reference(kind, specs, n_out, stats.nnz_features, frames)
-        ref_total = sum(lo.total for lo in ref_layers) + ref_ro.total
-        refs[kind] = {
-            "layers": [lo.per_frame(frames) for lo in ref_layers],
-            "readout": ref_ro.per_frame(frames),
-            "total_per_frame": ref_total / frames,
-            "mac_per_frame": ref_total / frames,
-            "energy_pj_per_frame": opsmod.energy_pj(ref_total, 0.0, energy) / frames,
-        }
-    return {
-        "convention": convention,
-        "encoder": encoder if encoder_features else "none",
-        "encoder_per_frame": enc.total / frames,
-        "frames": frames,
-        "mac_per_frame": mac / frames,
-        "ac_per_frame": ac / frames,
-        "total_per_frame": total / frames,
-        "normalised_vs_lstm": total / frames / refs["lstm"]["total_per_frame"],
-        "normalised_vs_gru": total / frames / refs["gru"]["total_per_frame"],
-        "energy_preset": energy,
-        "energy_pj_per_frame": opsmod.energy_pj(mac, ac, energy) / frames,
-        "energy_note": opsmod.ENERGY_NOTE,
-        "mac_ac_rule": opsmod.MAC_AC_NOTE,
-        "features_nnz_per_frame": stats.nnz_features / frames,
-        "layers": layers,
-        "readout": readout,
-        "reference": refs,
-    }
-
-
 def _forward(model: torch.nn.Module, feats: list[torch.Tensor], batch_frames: int, desc: str, on_batch: Any) -> None:
     """Run ``model`` over whole utterances batched by length; ``on_batch(idx, x, mask, out)`` per batch."""
+    from snnasr.batching import plan_batches
+
     dev = next(model.parameters()).device
     model.eval()
-    batches = _batches([x.shape[0] for x in feats], batch_frames)
+    lengths = [x.shape[0] for x in feats]
+    # Whole utterances (max_len = the longest: no cutting), shortest first, frame budget per batch.
+    batches = [[u for u, _, _ in b] for b in plan_batches(lengths, max(lengths), batch_frames)]
     with torch.no_grad():
         for idx in tqdm(batches, desc=desc, unit="batch", disable=not sys.stderr.isatty()):
             x, mask = pad_batch([feats[i].float() for i in idx])
@@ -411,17 +293,25 @@ def run_evaluation(
     stamp = model_stamp(exp_dir)
     level = meta["level"]
     n_out = int(meta.get("n_out", model.n_out))
-    _check_labels(data_dir, set_name, level, lang, n_out)
+    utterance = getattr(cfg, "task", "frame") == "utterance"
+    if utterance:
+        _check_utterance_labels(data_dir, set_name, level, lang, n_out)
+    else:
+        _check_labels(data_dir, set_name, level, lang, n_out)
 
     from snnasr.dataset import UtteranceDataset
 
     data = UtteranceDataset(
-        data_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, lang_dir=lang.dir
+        data_dir,
+        level=level,
+        norm_vars=cfg.data.norm_vars,
+        context=cfg.data.context,
+        lang_dir=lang.dir,
+        task="utterance" if utterance else "frame",
     )
     if data.num_classes != n_out:
         raise DataError(
-            f"{data_dir}/labels_{level}.scp: {data.num_classes} classes but the model outputs "
-            f"{n_out}; mismatched label sets"
+            f"{data_dir}: {data.num_classes} {level} classes but the model outputs {n_out}; mismatched label sets"
         )
     if data.dim != int(meta["n_in"]):
         raise DataError(
@@ -434,70 +324,56 @@ def run_evaluation(
     items = [data[i] for i in range(len(data))]
     if not items:
         raise DataError(f"{data_dir}: no utterances to evaluate")
-    folds = level_folds(lang, level)
-    levels = list(folds)
-    score = lang.score if lang.score in folds else level
-    train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
-    refs = {lv: _references(data_dir, train_labels, level, lv, folds[lv]) for lv in levels}
-    silence = lang.silence_ids(score)
-
     specs = model.layer_specs()
     stats = ActivationStats(len(specs))
-    acc = {lv: [0, 0] for lv in levels}
-    edits = EditCounts()
-    n_score = lang.num_classes(score)
-    fold = decodemod.fold_matrix(folds[score], n_score)
-    log_posts: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    directions = [s.directions for s in specs]
 
-    def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
-        nonlocal edits
-        stats.update(x, mask, out.layer_inputs, out.layer_outputs)
-        pred = out.logits.argmax(-1).cpu().numpy()
-        post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
-        for b, i in enumerate(idx):
-            uttid, feats, _ = items[i]
-            log_posts[i] = post[: feats.shape[0], b]
-            p = pred[: feats.shape[0], b]
-            for lv in levels:
-                c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
-                acc[lv][0] += c
-                acc[lv][1] += n
-            hyp = phone_sequence(p, folds[score], silence, smooth_window)
-            ref = phone_sequence(refs[score][uttid], None, silence)
-            edits = edits + edit_distance(ref, hyp)
+    def add_stats(x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        stats.update(
+            x,
+            mask,
+            out.layer_inputs,
+            out.layer_outputs,
+            step_mask=out.step_mask,
+            readout_input=out.readout_input,
+            directions=directions,
+        )
 
-    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
-    decoded = _decoded_per(
-        model, cfg, lang, recipe_dir, set_name, level, score, folds, fold, log_posts, refs[score], batch_frames, min_dur
-    )
+    if utterance:
+        from snnasr.train import utterance_task
+
+        scores = _score_utterances(model, utterance_task(cfg), items, data.classes, batch_frames, set_name, add_stats)
+    else:
+        scores = _score_frames(
+            model,
+            cfg,
+            lang,
+            recipe_dir,
+            data_dir,
+            set_name,
+            level,
+            items,
+            batch_frames,
+            smooth_window,
+            min_dur,
+            add_stats,
+        )
+    from snnasr.models.registry import arch_label
 
     cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lstm_params = opsmod.rnn_params("lstm", specs, n_out)
-    proposed_v1 = model.arch == "proposed" and not all(s.recurrent for s in specs)
     results: dict[str, Any] = {
         "run": exp_dir.name,
         "exp_dir": str(exp_dir),
         "arch": model.arch,
-        "arch_label": f"{model.arch} (v1)" if proposed_v1 else model.arch,
+        "arch_label": arch_label(cfg.model),
         "set": set_name,
+        "task": "utterance" if utterance else "frame",
         "label_level": level,
-        "score_level": score,
         "utterances": len(items),
         "frames": stats.frames,
-        "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
-        "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
-        "per": decoded,
-        "collapse_per": {
-            "level": score,
-            "per": edits.rate,
-            "substitutions": edits.substitutions,
-            "deletions": edits.deletions,
-            "insertions": edits.insertions,
-            "ref_phones": edits.ref_length,
-            "smooth_window": smooth_window,
-            "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
-        },
+        **scores,
         "zero_frac": stats.zero_fraction(),
         "params": params,
         "params_lstm_ref": lstm_params,
@@ -517,20 +393,138 @@ def run_evaluation(
     results["results_file"] = f"results{suffix}.json"
     if report_ops:
         enc_width = int(meta["n_in"]) if getattr(model, "encoder", None) is not None else 0
-        details = count_ops(stats, specs, n_out, ops_convention, energy, enc_width, encoder_ops)
+        details = count_ops(
+            stats,
+            specs,
+            n_out,
+            ops_convention,
+            energy,
+            enc_width,
+            encoder_ops,
+            readout_elementwise=model.readout.elementwise_ops,
+        )
         results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
         for kind in ("lstm", "gru"):
             for key in ("total_per_frame", "energy_pj_per_frame"):
                 results["ops"][f"{kind}_{key}"] = details["reference"][kind][key]
         write_text(out_dir / f"ops{suffix}.json", json.dumps(details, indent=2) + "\n")
+    if utterance:
+        from snnasr.utterance import plot_confusion
+
+        title = f"{exp_dir.name} on {set_name}: {100 * results['utterance_accuracy']:.2f}% of {len(items)}"
+        plot_confusion(np.array(results["confusion"]["matrix"]), data.classes, title, out_dir / "confusion.png")
     write_text(out_dir / results["results_file"], json.dumps(results, indent=2) + "\n")
     _print_summary(results)
     return results
 
 
+def _score_frames(
+    model: torch.nn.Module,
+    cfg: Any,
+    lang: Lang,
+    recipe_dir: Path,
+    data_dir: Path,
+    set_name: str,
+    level: str,
+    items: list,
+    batch_frames: int,
+    smooth_window: int,
+    min_dur: int,
+    add_stats: Any,
+) -> dict[str, Any]:
+    """``task: frame``: frame accuracy at every level the training level folds into, decoded and
+    collapse PER at the score level."""
+    folds = level_folds(lang, level)
+    levels = list(folds)
+    score = lang.score if lang.score in folds else level
+    train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
+    refs = {lv: _references(data_dir, train_labels, level, lv, folds[lv]) for lv in levels}
+    silence = lang.silence_ids(score)
+
+    acc = {lv: [0, 0] for lv in levels}
+    edits = EditCounts()
+    n_score = lang.num_classes(score)
+    fold = decodemod.fold_matrix(folds[score], n_score)
+    log_posts: list[torch.Tensor] = [torch.empty(0)] * len(items)
+
+    def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        nonlocal edits
+        add_stats(x, mask, out)
+        pred = out.logits.argmax(-1).cpu().numpy()
+        post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
+        for b, i in enumerate(idx):
+            uttid, feats, _ = items[i]
+            log_posts[i] = post[: feats.shape[0], b]
+            p = pred[: feats.shape[0], b]
+            for lv in levels:
+                c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
+                acc[lv][0] += c
+                acc[lv][1] += n
+            hyp = phone_sequence(p, folds[score], silence, smooth_window)
+            ref = phone_sequence(refs[score][uttid], None, silence)
+            edits = edits + edit_distance(ref, hyp)
+
+    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    decoded = _decoded_per(
+        model, cfg, lang, recipe_dir, set_name, level, score, folds, fold, log_posts, refs[score], batch_frames, min_dur
+    )
+
+    return {
+        "score_level": score,
+        "accuracy": {lv: c / n if n else float("nan") for lv, (c, n) in acc.items()},
+        "frame_accuracy": acc[score][0] / acc[score][1] if acc[score][1] else float("nan"),
+        "per": decoded,
+        "collapse_per": {
+            "level": score,
+            "per": edits.rate,
+            "substitutions": edits.substitutions,
+            "deletions": edits.deletions,
+            "insertions": edits.insertions,
+            "ref_phones": edits.ref_length,
+            "smooth_window": smooth_window,
+            "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
+        },
+    }
+
+
+def _score_utterances(
+    model: torch.nn.Module, task: Any, items: list, classes: list[str], batch_frames: int, set_name: str, add_stats: Any
+) -> dict[str, Any]:
+    """``task: utterance``: accuracy per utterance of the pooled readout and the confusion matrix."""
+    from snnasr.utterance import confusion_matrix
+
+    refs: list[int] = []
+    hyps: list[int] = []
+
+    def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        add_stats(x, mask, out)
+        hyps.extend(task.scores(out.logits, mask).argmax(-1).tolist())
+        refs.extend(int(items[i][2][0]) for i in idx)
+
+    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    matrix = confusion_matrix(refs, hyps, len(classes))
+    correct, total = int(np.trace(matrix)), int(matrix.sum())
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+    accuracy = correct / total if total else float("nan")
+    return {
+        "score_level": None,
+        "utterance_accuracy": accuracy,
+        "accuracy": {"utterance": accuracy},
+        "frame_accuracy": None,
+        "pool": {"pool": task.pool, "burn_in": task.burn_in},
+        "confusion": {
+            "classes": classes,
+            "matrix": matrix.tolist(),
+            "rows": "reference",
+            "per_class_accuracy": dict(zip(classes, per_class.tolist())),
+        },
+    }
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     """Paper-style table: this run beside every other run of the recipe evaluated the same way."""
     from snnasr.report import (
+        columns_for,
         current_results,
         group_rows,
         load_results,
@@ -562,15 +556,24 @@ def _print_summary(results: dict[str, Any]) -> None:
                 }
             )
     click.echo(table_caption(results) + "\n")
-    click.echo(markdown_table(rows))
-    per, cper = results["per"], results["collapse_per"]
-    acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
-    click.echo(
-        f"frame accuracy (silence frames included): {acc}; decoded PER ({per['level']}): {100 * per['per']:.2f}% "
-        f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']}; "
-        f"acwt {per['acwt']}, LM weight {per['lm_weight']}, min. duration {per['min_dur']} frames, "
-        f"tuned on {per['tuned_on']}: {100 * per['dev_per']:.2f}%); collapse PER: {100 * cper['per']:.2f}%"
-    )
+    click.echo(markdown_table(rows, columns_for(results)))
+    if results.get("task") == "utterance":
+        conf = results["confusion"]
+        per_class = ", ".join(f"{c} {100 * a:.0f}" for c, a in conf["per_class_accuracy"].items())
+        click.echo(
+            f"utterance accuracy ({results['label_level']}, pool {results['pool']['pool']}): "
+            f"{100 * results['utterance_accuracy']:.2f}% of {results['utterances']}; per class (%): {per_class}"
+        )
+        click.echo(_confusion_text(conf["classes"], conf["matrix"]))
+    else:
+        per, cper = results["per"], results["collapse_per"]
+        acc = ", ".join(f"{lv} {100 * a:.2f}%" for lv, a in results["accuracy"].items())
+        click.echo(
+            f"frame accuracy (silence frames included): {acc}; decoded PER ({per['level']}): {100 * per['per']:.2f}% "
+            f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']}; "
+            f"acwt {per['acwt']}, LM weight {per['lm_weight']}, min. duration {per['min_dur']} frames, "
+            f"tuned on {per['tuned_on']}: {100 * per['dev_per']:.2f}%); collapse PER: {100 * cper['per']:.2f}%"
+        )
     zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")
     if ops:
@@ -582,3 +585,15 @@ def _print_summary(results: dict[str, Any]) -> None:
             err=True,
         )
     click.echo(f"wrote {Path(results['exp_dir']) / ('eval_' + results['set'])}/{results['results_file']}")
+
+
+def _confusion_text(classes: list[str], matrix: list[list[int]]) -> str:
+    """The confusion matrix as aligned text: rows reference, columns hypothesis."""
+    width = max(max(len(c) for c in classes), max(len(str(v)) for row in matrix for v in row)) + 1
+    lines = [
+        "confusion (rows: reference, columns: hypothesis):",
+        " " * width + "".join(c.rjust(width) for c in classes),
+    ]
+    for c, row in zip(classes, matrix):
+        lines.append(c.rjust(width) + "".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)

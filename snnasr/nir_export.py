@@ -61,8 +61,17 @@ def _nir():
     return nir
 
 
-def check_exportable(arch: str, cfg: Any) -> None:
+def check_exportable(arch: str, cfg: Any, task: str = "frame") -> None:
     """Raise ConfigError naming the first part of the model that NIR cannot express exactly."""
+    if task != "frame":
+        raise ConfigError(f"task={task}: only per-frame models export (the utterance pooling is not mapped to NIR)")
+    if getattr(cfg, "bidirectional", False):
+        raise ConfigError("model.bidirectional=true: a backward-in-time layer is not causal; NIR graphs run forward")
+    for name, plain in (("readout", "linear"), ("steps_per_frame", 1), ("skip", False)):
+        if getattr(cfg, name, plain) != plain:
+            raise ConfigError(
+                f"model.{name}={getattr(cfg, name)}: no NIR mapping is implemented for it; train with model.{name}={plain}"
+            )
     if arch in NO_PRIMITIVE:
         raise ConfigError(f"--arch {arch}: NIR has no primitive for {NO_PRIMITIVE[arch]}; only --arch lif exports")
     if arch != "lif":
@@ -247,7 +256,7 @@ def export_nir(
         raise ConfigError(f"--dt {dt}: the time step must be positive (seconds)")
     exp_dir = resolve_exp(exp, Path(recipe_dir))
     model, cfg, meta = load_model(exp_dir, device="cpu")
-    check_exportable(model.arch, cfg.model)
+    check_exportable(model.arch, cfg.model, cfg.task)
     extra = {"level": str(meta.get("level", "")), "context": int(cfg.data.context)}
     graph = build_graph(model, cfg.model, dt, extra)
 

@@ -47,11 +47,32 @@ COLUMNS = [
     "ACs/frame",
     "Energy/frame nJ (est.)",
 ]
-ARCH_ORDER = ["lstm", "gru", "lif", "proposed"]
+# task: utterance tables: accuracy per utterance instead of frame accuracy and PER.
+UTTERANCE_COLUMNS = ["Architecture", "Runs", "Utt. acc. %"] + [
+    c for c in COLUMNS[2:] if c not in ("Frame acc. %", "PER %", "Collapse PER %")
+]
+
+
+def columns_for(r: dict) -> list[str]:
+    return UTTERANCE_COLUMNS if r.get("task") == "utterance" else COLUMNS
+
+
+def accuracy_of(r: dict) -> float | None:
+    """The headline accuracy of a result: per utterance for ``task: utterance``, else per frame."""
+    return r.get("utterance_accuracy") if r.get("task") == "utterance" else r.get("frame_accuracy")
+
+
+def arch_order() -> tuple[str, ...]:
+    """Architectures in the registry's order (the order tables list them)."""
+    from snnasr.models.registry import arch_names
+
+    return arch_names()
+
 
 # Column -> (value from one results dict, format of one number).
 _METRICS: dict[str, tuple[Callable[[dict], float | None], str]] = {
     "Frame acc. %": (lambda r: _pct(r.get("frame_accuracy")), "{:.2f}"),
+    "Utt. acc. %": (lambda r: _pct(r.get("utterance_accuracy")), "{:.2f}"),
     "PER %": (lambda r: _pct(r.get("per", {}).get("per")), "{:.2f}"),
     "Collapse PER %": (lambda r: _pct(r.get("collapse_per", {}).get("per")), "{:.2f}"),
     "Zeros %": (lambda r: _pct(r.get("zero_frac", {}).get("overall")), "{:.1f}"),
@@ -94,11 +115,12 @@ def result_row(*results: dict, label: str | None = None) -> dict[str, str]:
     return row
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    """GitHub Markdown table over :data:`COLUMNS`; cells a row lacks are shown as an em dash."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+def markdown_table(rows: list[dict[str, str]], columns: list[str] | None = None) -> str:
+    """GitHub Markdown table over ``columns`` (default :data:`COLUMNS`); missing cells are an em dash."""
+    columns = columns or COLUMNS
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(row.get(c, "—") for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(row.get(c, "—") for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -107,6 +129,7 @@ def table_key(r: dict) -> tuple[str, ...]:
     per = r.get("per", {})
     return (
         str(r.get("set")),
+        str(r.get("task", "frame")),
         str(r.get("label_level")),
         str(r.get("score_level")),
         str(ops.get("convention", "—")),
@@ -118,23 +141,27 @@ def table_key(r: dict) -> tuple[str, ...]:
 
 def table_caption(r: dict) -> str:
     """The line that says exactly what each number of a table counts."""
-    set_name, level, score, convention, energy, encoder, min_dur = table_key(r)
+    set_name, task, level, score, convention, energy, encoder, min_dur = table_key(r)
     per = r.get("per", {})
-    text = (
-        f"Set `{set_name}`; trained on `{level}` labels, scored on `{score}`. "
-        f"Frame acc.: frames whose argmax class, folded to `{score}`, equals the frame label, over "
-        f"every valid frame, silence frames included. "
-    )
-    if "acwt" in per:
-        text += (
-            f"PER: (S + D + I) / N of the decoded {score} sequence (phone loop with a {min_dur}-frame "
-            f"minimum duration, bigram LM and priors from the training labels, acoustic scale and LM "
-            f"weight tuned on `{per.get('tuned_on')}`), silence dropped from reference and hypothesis. "
+    if task == "utterance":
+        text = (
+            f"Set `{set_name}`; one `{level}` label per utterance. Utt. acc.: utterances whose pooled "
+            f"readout (each run's `utterance.pool` over its valid frames) picks their class. "
         )
-    text += (
-        "Collapse PER: the same on the frame argmax with repeats collapsed (every flicker an insertion). "
-        "Zeros: exact zeros among the hidden layers' outputs over valid frames."
-    )
+    else:
+        text = (
+            f"Set `{set_name}`; trained on `{level}` labels, scored on `{score}`. "
+            f"Frame acc.: frames whose argmax class, folded to `{score}`, equals the frame label, over "
+            f"every valid frame, silence frames included. "
+        )
+        if "acwt" in per:
+            text += (
+                f"PER: (S + D + I) / N of the decoded {score} sequence (phone loop with a {min_dur}-frame "
+                f"minimum duration, bigram LM and priors from the training labels, acoustic scale and LM "
+                f"weight tuned on `{per.get('tuned_on')}`), silence dropped from reference and hypothesis. "
+            )
+        text += "Collapse PER: the same on the frame argmax with repeats collapsed (every flicker an insertion). "
+    text += "Zeros: exact zeros among the hidden layers' outputs over valid frames."
     if convention != "—":
         enc = {
             "counted": "the SNNs' sigma-delta input encoder counted",
@@ -227,8 +254,8 @@ def _unfinished(r: dict) -> bool:
 
 
 def _arch_rank(r: dict) -> tuple[int, str]:
-    arch = str(r.get("arch"))
-    return (ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER), str(r.get("arch_label", arch)))
+    arch, order = str(r.get("arch")), arch_order()
+    return (order.index(arch) if arch in order else len(order), str(r.get("arch_label", arch)))
 
 
 def group_rows(results: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -279,7 +306,7 @@ def render_markdown(results: list[dict], plots: list[str]) -> str:
         parts += [
             table_caption(rs[0]),
             "",
-            markdown_table([result_row(*runs, label=label) for label, runs in group_rows(rs)]),
+            markdown_table([result_row(*runs, label=label) for label, runs in group_rows(rs)], columns_for(rs[0])),
             "",
         ]
     parts += [
@@ -310,7 +337,9 @@ def render_csv(results: list[dict]) -> str:
         "seed",
         "config_key",
         "frames",
+        "task",
         "frame_accuracy",
+        "utterance_accuracy",
         "per",
         "substitutions",
         "deletions",
@@ -344,7 +373,9 @@ def render_csv(results: list[dict]) -> str:
                 "seed",
                 "config_key",
                 "frames",
+                "task",
                 "frame_accuracy",
+                "utterance_accuracy",
                 "params",
             )
         }
@@ -412,21 +443,22 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         for i, a in enumerate(
             sorted(
                 {str(r.get("arch_label", r["arch"])) for r in results},
-                key=lambda a: (a.split()[0] not in ARCH_ORDER, a),
+                key=lambda a: (a.split()[0] not in arch_order(), a),
             )
         )
     }
     paths = []
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    pts = [r for r in results if r.get("ops", {}).get("normalised_vs_lstm") and r.get("frame_accuracy") is not None]
+    pts = [r for r in results if r.get("ops", {}).get("normalised_vs_lstm") and accuracy_of(r) is not None]
     if pts:
         for r in pts:
             label = str(r.get("arch_label", r["arch"]))
-            ax.scatter(r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"], color=colors[label], label=label)
+            acc = 100 * accuracy_of(r)  # type: ignore[operator]
+            ax.scatter(r["ops"]["normalised_vs_lstm"], acc, color=colors[label], label=label)
             ax.annotate(
                 f"{r['run']} ({r['set']})",
-                (r["ops"]["normalised_vs_lstm"], 100 * r["frame_accuracy"]),
+                (r["ops"]["normalised_vs_lstm"], acc),
                 fontsize=7,
                 xytext=(3, 3),
                 textcoords="offset points",
@@ -436,7 +468,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
         ax.legend(uniq.values(), uniq.keys(), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("ops per frame / LSTM of same widths (log)")
-        ax.set_ylabel("frame accuracy % (score level)")
+        ax.set_ylabel("accuracy % (per frame at the score level, or per utterance)")
         ax.grid(True, which="both", alpha=0.3)
     else:
         _no_data(ax, "no op counts: run snnasr eval --report-ops")
@@ -471,7 +503,7 @@ def make_plots(results: list[dict], out_dir: Path) -> list[Path]:
             ax.plot([e for e, _ in curve], [100 * a for _, a in curve], marker=".", label=r["run"])
     if ax.lines:
         ax.set_xlabel("epoch")
-        ax.set_ylabel("dev frame accuracy % (training level)")
+        ax.set_ylabel("dev accuracy % (training level: frames or utterances)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     else:

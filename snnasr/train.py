@@ -59,10 +59,11 @@ from tqdm import tqdm
 from snnasr import checkpoint as ckpt_io
 from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint, fingerprint_changes
-from snnasr.config import Config, load_config, save_config
+from snnasr.config import Config, config_from_dict, load_config, save_config
 from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 from snnasr.tensorboard_log import open_board
+from snnasr.utterance import UtterancePool
 
 
 def batch_seed(seed: int, epoch: int) -> int:
@@ -120,6 +121,7 @@ class Totals:
     zeros: torch.Tensor | None = None
     widths: list[int] = field(default_factory=list)
     frames: int = 0
+    units: int = 0  # what loss and accuracy are per: frames, or utterances for task: utterance
     skipped: int = 0  # minibatches whose step was skipped (non-finite loss or gradient)
 
     @classmethod
@@ -129,21 +131,29 @@ class Totals:
         )
 
     def add(
-        self, loss: torch.Tensor, correct: torch.Tensor, zeros: torch.Tensor, widths: list[int], frames: int
+        self,
+        loss: torch.Tensor,
+        correct: torch.Tensor,
+        zeros: torch.Tensor,
+        widths: list[int],
+        units: int,
+        frames: int,
     ) -> None:
         self.loss += loss.detach().double()
         self.correct += correct
         self.zeros = zeros if self.zeros is None else self.zeros + zeros
         self.widths = widths
+        self.units += units
         self.frames += frames
 
     def summary(self) -> dict:
-        """Loss per frame, frame accuracy (fraction) and % exact zeros per hidden layer (syncs)."""
+        """Loss per unit, accuracy (fraction) and % exact zeros per hidden layer (syncs)."""
         n = max(self.frames, 1)
+        units = max(self.units, 1)
         zeros = self.zeros.tolist() if self.zeros is not None else []
         return {
-            "loss": self.loss.item() / n,
-            "acc": self.correct.item() / n,
+            "loss": self.loss.item() / units,
+            "acc": self.correct.item() / units,
             "zero_pct": [100.0 * z / (n * w) for z, w in zip(zeros, self.widths)],
         }
 
@@ -152,6 +162,7 @@ class Totals:
             "loss": self.loss.item(),
             "correct": self.correct.item(),
             "frames": self.frames,
+            "units": self.units,
             "zeros": None if self.zeros is None else self.zeros.tolist(),
             "widths": self.widths,
             "skipped": self.skipped,
@@ -163,6 +174,7 @@ class Totals:
         t.loss.fill_(state["loss"])
         t.correct.fill_(state["correct"])
         t.frames = state["frames"]
+        t.units = int(state.get("units", state["frames"]))
         t.widths = list(state["widths"])
         t.skipped = int(state.get("skipped", 0))
         if state["zeros"] is not None:
@@ -181,13 +193,28 @@ def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> t
     return sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs)
 
 
-def _forward_stats(model: torch.nn.Module, batch: Batch, data: Packed, activity_reg: float = 0.0):
+def _forward_stats(
+    model: torch.nn.Module,
+    batch: Batch,
+    data: Packed,
+    task: UtterancePool | None = None,
+    activity_reg: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int, torch.Tensor | None]:
+    """Sums of one minibatch and the activity penalty; ``task`` None = frame labels, else
+    utterance pooling (loss and accuracy per utterance: ``units`` counts what they are per)."""
     x, y, mask = batch.gather(data)
     out = model(x, mask)
-    loss, correct = masked_loss_correct(out.logits, y)
-    widths = [o.shape[-1] for o in out.layer_outputs]
-    penalty = activity_reg * activity_penalty(out.layer_outputs, mask) if activity_reg > 0 else None
-    return loss, correct, zero_counts(out.layer_outputs, mask), widths, penalty
+    if task is None:
+        loss, correct = masked_loss_correct(out.logits, y)
+        units = batch.n_frames
+    else:
+        loss, correct = task.loss_correct(out.logits, y, mask)
+        units = y.shape[1]
+    steps = mask if out.step_mask is None else out.step_mask
+    # Entries per frame of each layer: its width times the simulation steps per frame.
+    widths = [o.shape[-1] * (o.shape[0] // mask.shape[0]) for o in out.layer_outputs]
+    penalty = activity_reg * activity_penalty(out.layer_outputs, steps) if activity_reg > 0 else None
+    return loss, correct, zero_counts(out.layer_outputs, steps), widths, units, penalty
 
 
 def _train_step(
@@ -197,18 +224,20 @@ def _train_step(
     data: Packed,
     grad_clip: float,
     activity_reg: float = 0.0,
+    task: UtterancePool | None = None,
 ):
-    """One optimiser step on the per-frame mean loss (+ activity penalty); returns the sums for :class:`Totals`.
+    """One optimiser step on the mean loss per frame (per utterance with ``task``; + activity
+    penalty); returns the sums for :class:`Totals`.
 
     Returns None, having changed nothing (weights, optimiser state, buffers such as BN running
     stats and quantiser ranges), when the loss or a gradient is not finite: one bad minibatch
     must not poison the model.  Checking costs one device sync per step.
     """
     buffers = [b.detach().clone() for b in model.buffers()]
-    loss, correct, zeros, widths, penalty = _forward_stats(model, batch, data, activity_reg)
+    loss, correct, zeros, widths, units, penalty = _forward_stats(model, batch, data, task, activity_reg)
     opt.zero_grad(set_to_none=True)
     objective = loss if penalty is None else loss + penalty
-    (objective / batch.n_frames).backward()
+    (objective / units).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
     if not bool(torch.isfinite(loss.detach() + norm)):
@@ -220,14 +249,19 @@ def _train_step(
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
-    return loss, correct, zeros, widths
+    return loss, correct, zeros, widths, units
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, batches: list[Batch], data: Packed, check: Callable[[], None] | None = None
+    model: torch.nn.Module,
+    batches: list[Batch],
+    data: Packed,
+    check: Callable[[], None] | None = None,
+    task: UtterancePool | None = None,
 ) -> dict:
-    """Loss, frame accuracy and % zeros per layer of ``model`` in eval mode over ``batches``."""
+    """Loss, accuracy (per frame, or per utterance with ``task``) and % zeros per layer of
+    ``model`` in eval mode over ``batches``."""
     was_training = model.training
     model.eval()
     totals = Totals.new(data.feats.device)
@@ -235,7 +269,7 @@ def evaluate(
         for batch in batches:
             if check is not None:
                 check()
-            totals.add(*_forward_stats(model, batch, data)[:4], frames=batch.n_frames)
+            totals.add(*_forward_stats(model, batch, data, task)[:5], frames=batch.n_frames)
     finally:
         model.train(was_training)
     return totals.summary()
@@ -312,6 +346,7 @@ def fit(
     """
     exp_dir = Path(exp_dir)
     tc = cfg.train
+    task = utterance_task(cfg)
     last = check_exp_dir(exp_dir, resume)
     dev = resolve_device(device)
     n_in, n_out = train_data.dim, train_data.num_classes
@@ -328,7 +363,7 @@ def fit(
                 f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
                 f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp"
             )
-        diff = _differences(_comparable(ckpt["config"]), _comparable(asdict(cfg)))
+        diff = _differences(_comparable(asdict(config_from_dict(ckpt["config"]))), _comparable(asdict(cfg)))
         if diff:
             raise ConfigError(
                 f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
@@ -425,7 +460,7 @@ def fit(
             try:
                 while step < len(batches):
                     stop.check()
-                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip, tc.activity_reg)
+                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip, tc.activity_reg, task=task)
                     if sums is None:  # non-finite loss or gradient: the step was not taken
                         totals.skipped += 1
                         bad_in_a_row += 1
@@ -452,7 +487,7 @@ def fit(
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)  # time the work, not its queueing
                 train_seconds = elapsed + time.perf_counter() - start
-                result = evaluate(model, dev_batches, devset, check=stop.check)
+                result = evaluate(model, dev_batches, devset, check=stop.check, task=task)
             except KeyboardInterrupt:
                 bar.close()
                 path = exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt"
@@ -518,7 +553,9 @@ def fit(
     if board is not None:
         board.close()
     _mark_finished(exp_dir, tc.epochs)
-    log(f"best dev frame accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}")
+    log(
+        f"best dev {'utterance' if task else 'frame'} accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}"
+    )
     return metrics
 
 
@@ -577,7 +614,12 @@ def _write_metrics(exp_dir: Path, metrics: list[dict]) -> None:
     write_text(exp_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
 
 
-def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
+def utterance_task(cfg: Config) -> UtterancePool | None:
+    """None for ``task: frame``; the pooling of ``task: utterance``."""
+    return UtterancePool(cfg.utterance.pool, cfg.utterance.burn_in) if cfg.task == "utterance" else None
+
+
+def _check_set(recipe_dir: Path, name: str, role: str, level: str, task: str = "frame") -> Path:
     """Fail early, naming the command that makes what is missing."""
     d = recipe_dir / "data" / name
     if not d.is_dir():
@@ -588,7 +630,10 @@ def _check_set(recipe_dir: Path, name: str, role: str, level: str) -> Path:
         validate_data_dir(d)
     if not (d / "feats.scp").is_file():
         raise DataError(f"{d / 'feats.scp'}: no features; run snnasr features --sets {name} -d {recipe_dir}")
-    if not (d / f"labels_{level}.scp").is_file():
+    if task == "utterance":
+        if not (d / f"utt2{level}").is_file():
+            raise DataError(f"{d / f'utt2{level}'}: no {level} utterance labels; re-run snnasr prep for this recipe")
+    elif not (d / f"labels_{level}.scp").is_file():
         raise DataError(
             f"{d / f'labels_{level}.scp'}: no {level} frame labels; run snnasr features --sets {name} "
             f"-d {recipe_dir} (with phone_segments) or snnasr prep kaldi"
@@ -617,15 +662,26 @@ def run_training(
     exp_dir = recipe_dir / "exp" / (exp_name or cfg.model.arch)
     check_exp_dir(exp_dir, resume)
     lang = load_lang(recipe_dir / "data" / "lang")
-    level = cfg.data.label_level or lang.default
-    lang.symbols(level)  # unknown level -> DataError listing the levels
+    if cfg.task == "utterance":
+        if not lang.utterance_level:
+            raise DataError(
+                f"{lang.dir}/labels.yaml: this recipe has no utterance labels (utterance_level); "
+                f"use task: frame, or a corpus whose prep writes them (snnasr prep fsdd)"
+            )
+        level = cfg.data.label_level or lang.utterance_level
+    else:
+        level = cfg.data.label_level or lang.default
+        lang.symbols(level)  # unknown level -> DataError listing the levels
     dirs = [
-        _check_set(recipe_dir, name, role, level)
+        _check_set(recipe_dir, name, role, level, cfg.task)
         for name, role in ((cfg.data.train_set, "train"), (cfg.data.dev_set, "dev"))
     ]
     from snnasr.dataset import UtteranceDataset
 
-    sets = [UtteranceDataset(d, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context) for d in dirs]
+    sets = [
+        UtteranceDataset(d, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, task=cfg.task)
+        for d in dirs
+    ]
     try:
         return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=device)
     except KeyboardInterrupt:

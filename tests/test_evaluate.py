@@ -9,8 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from snnasr.batching import plan_batches
 from snnasr.cli import cli
-from snnasr.evaluate import _batches, level_folds, pad_batch, resolve_exp, run_evaluation
+from snnasr.evaluate import level_folds, pad_batch, resolve_exp, run_evaluation
 from snnasr.io import DataError, write_text
 from snnasr.lang import load_lang, write_lang
 
@@ -106,9 +107,14 @@ def test_padding_helpers():
     x, mask = pad_batch([torch.ones(3, 2), torch.ones(1, 2)], pad_value=7.0)
     assert x.shape == (3, 2, 2) and mask.tolist() == [[True, True], [True, False], [True, False]]
     assert x[1:, 1].eq(7.0).all()
-    # Sorted by length; a batch never exceeds the padded-frame budget unless one utterance does.
-    assert _batches([5, 2, 9, 3], 10) == [[1, 3], [0], [2]]
-    for batch in _batches([5, 2, 9, 3, 4, 4], 10):
+
+    # Eval batches whole utterances (max_len = the longest, so nothing is cut), sorted by length;
+    # a batch never exceeds the padded-frame budget unless one utterance does.
+    def whole(lengths, budget):
+        return [[u for u, _, _ in b] for b in plan_batches(lengths, max(lengths), budget)]
+
+    assert whole([5, 2, 9, 3], 10) == [[1, 3], [0], [2]]
+    for batch in whole([5, 2, 9, 3, 4, 4], 10):
         assert len(batch) == 1 or max([5, 2, 9, 3, 4, 4][i] for i in batch) * len(batch) <= 10
 
 

@@ -1,16 +1,17 @@
 """Neuron equations, layer-vs-reference checks, masking, parameter counts and a tiny overfit."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from snnasr.config import ModelConfig
 from snnasr.io import ConfigError
 from snnasr.models import LayerSpec, build
 from snnasr.models.lif import LIFParams, LIFState, lif_reset_zero_step, lif_step
 from snnasr.models.proposed import GatedParams, GatedSpikingLayer, GatedState, gated_step
+from snnasr.models.registry import get_arch, model_config
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, quant_scale, quantize
 
 # The tiny-set target below is memoryless: the LIF starts memoryless too (β = 0), since its
@@ -22,6 +23,12 @@ ARCHS = [
     ("proposed", {"recurrent": True}),
     ("proposed", {"recurrent": False}),
 ]
+
+
+def _cfg(arch: str, **values):
+    """``arch``'s model section with those ``values`` it has (input_encoding exists for SNNs only)."""
+    own = {f.name for f in dataclasses.fields(get_arch(arch).config)}
+    return model_config(arch, **{k: v for k, v in values.items() if k in own})
 
 
 def _frozen(n_bits: int, threshold: int, r: float) -> tuple[QuantConfig, RangeState]:
@@ -144,7 +151,7 @@ def test_gated_layer_matches_reference(recurrent):
 
 
 def test_v1_has_no_recurrent_weights():
-    model = build("proposed", ModelConfig(hidden=8, recurrent=False), 4, 3)
+    model = build("proposed", model_config("proposed", hidden=8, recurrent=False), 4, 3)
     assert all(layer.weight_rec is None for layer in model.layers)
     assert not any("rec" in name for name, _ in model.named_parameters())
     assert [s.recurrent for s in model.layer_specs()] == [False, False]
@@ -161,7 +168,7 @@ def test_parameter_counts():
     f, h, c = 7, 10, 4
     counts = {}
     for arch, extra in ARCHS:
-        cfg = ModelConfig(hidden=h, layers=2, **extra)
+        cfg = _cfg(arch, hidden=h, layers=2, **extra)
         model = build(arch, cfg, f, c)
         counts[(arch, extra.get("recurrent"))] = _weights(model)
         total = sum(p.numel() for p in model.parameters())
@@ -183,7 +190,7 @@ def test_parameter_counts():
 @pytest.mark.parametrize("arch, extra", ARCHS)
 def test_gradients_reach_every_parameter(arch, extra):
     torch.manual_seed(1)
-    model = build(arch, ModelConfig(hidden=12, dropout=0.2, **extra), 6, 4).train()
+    model = build(arch, _cfg(arch, hidden=12, dropout=0.2, **extra), 6, 4).train()
     x = torch.randn(9, 3, 6)
     mask = torch.ones(9, 3, dtype=torch.bool)
     out = model(x, mask)
@@ -197,7 +204,7 @@ def test_gradients_reach_every_parameter(arch, extra):
 @pytest.mark.parametrize("arch, extra", ARCHS)
 def test_padding_changes_nothing_valid(arch, extra):
     torch.manual_seed(2)
-    model = build(arch, ModelConfig(hidden=10, dropout=0.0, **extra), 5, 3).train()
+    model = build(arch, _cfg(arch, hidden=10, dropout=0.0, **extra), 5, 3).train()
     twin = copy.deepcopy(model)
     lengths = [6, 9]
     x = torch.randn(9, 2, 5)
@@ -214,7 +221,7 @@ def test_padding_changes_nothing_valid(arch, extra):
 
 
 def test_bn_statistics_come_from_valid_frames_only():
-    model = build("lstm", ModelConfig(hidden=4, layers=1, dropout=0.0), 3, 2).train()
+    model = build("lstm", _cfg("lstm", hidden=4, layers=1, dropout=0.0), 3, 2).train()
     x = torch.randn(5, 2, 3)
     mask = torch.tensor([[True, True]] * 3 + [[True, False]] * 2)
     model(x * mask[..., None], mask)
@@ -225,7 +232,7 @@ def test_bn_statistics_come_from_valid_frames_only():
 
 
 def test_lif_decay_kept_in_unit_interval():
-    model = build("lif", ModelConfig(hidden=6, layers=1, dropout=0.0), 3, 2).train()
+    model = build("lif", _cfg("lif", hidden=6, layers=1, dropout=0.0), 3, 2).train()
     layer = model.layers[0]
     opt = torch.optim.SGD(model.parameters(), lr=10.0)
     x, mask = torch.randn(4, 2, 3), torch.ones(4, 2, dtype=torch.bool)
@@ -241,20 +248,20 @@ def test_lif_decay_kept_in_unit_interval():
 
 def test_bad_arch_and_dims():
     with pytest.raises(ConfigError, match="lstm"):
-        build("transformer", ModelConfig(), 4, 3)
+        build("transformer", _cfg("lif"), 4, 3)
     with pytest.raises(ConfigError):
-        build("lif", ModelConfig(), 0, 3)
+        build("lif", _cfg("lif"), 0, 3)
 
 
 def test_sigma_delta_input_encoding():
-    model = build("proposed", ModelConfig(hidden=6, input_encoding="sigma-delta"), 4, 3).eval()
+    model = build("proposed", _cfg("proposed", hidden=6, input_encoding="sigma-delta"), 4, 3).eval()
     model.encoder.quantizer.range.fill_(2.0)
     x = torch.full((50, 1, 4), 0.1)  # Δ = 2/32, dead zone 3: fires once the residual reaches 4Δ
     spikes = model(x, torch.ones(50, 1, dtype=torch.bool)).layer_inputs[0]
     # Sparse spikes whose running sum tracks the input's within the firing threshold.
     assert (spikes != 0).float().mean() < 0.5
     assert torch.all((spikes.sum(0) - x.sum(0)).abs() < 4 * 2.0 / 32)
-    plain = build("proposed", ModelConfig(hidden=6, input_encoding="none"), 4, 3)
+    plain = build("proposed", _cfg("proposed", hidden=6, input_encoding="none"), 4, 3)
     assert plain(x, torch.ones(50, 1, dtype=torch.bool)).layer_inputs[0] is x
 
 
@@ -264,7 +271,7 @@ def test_overfits_tiny_set(arch, extra):
     x = torch.randn(30, 4, 8)
     y = x[..., :5].argmax(-1)
     mask = torch.ones(30, 4, dtype=torch.bool)
-    model = build(arch, ModelConfig(hidden=32, layers=1, dropout=0.0, input_encoding="none", **extra), 8, 5)
+    model = build(arch, _cfg(arch, hidden=32, layers=1, dropout=0.0, input_encoding="none", **extra), 8, 5)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(1, 151):
         model.train()
@@ -284,7 +291,7 @@ def test_overfits_tiny_set(arch, extra):
 def test_cuda_matches_cpu(arch, extra):
     """Training-mode forward, backward and range tracking agree between CPU and CUDA."""
     torch.manual_seed(3)
-    cpu = build(arch, ModelConfig(hidden=16, dropout=0.0, **extra), 6, 4).double().train()
+    cpu = build(arch, _cfg(arch, hidden=16, dropout=0.0, **extra), 6, 4).double().train()
     gpu = copy.deepcopy(cpu).cuda()
     x = torch.randn(12, 3, 6, dtype=torch.double)
     mask = torch.arange(12)[:, None] < torch.tensor([12, 8, 5])[None]

@@ -136,6 +136,26 @@ def test_count_ops_end_to_end_on_known_activations():
     assert official["total_per_frame"] == pytest.approx((12 + 12 + 32 + 9) / 2)
 
 
+def test_op_spec_self_recurrence_directions_and_integrator_readout():
+    spec_self = ops.OpSpec(1, 5, "self", 1)
+    # H=3, 2 steps, nnz_in 4, nnz_prev 2 (binary spikes): 12 AC synaptic, 2 AC self, 30 MAC element-wise.
+    lo = ops.layer_ops(spec_self, 3, True, nnz_in=4, nnz_prev=2, frames=2, input_binary=True, output_binary=True)
+    assert (lo.synaptic, lo.recurrent, lo.elementwise, lo.ac, lo.mac) == (12, 2, 30, 14, 30)
+    # Bidirectional: both directions read the input and update their state; nnz_prev already sums both.
+    bi = ops.layer_ops(ops.OpSpec(1, 6, "sparse", 1), 3, True, nnz_in=4, nnz_prev=5, frames=2, directions=2)
+    assert (bi.synaptic, bi.recurrent, bi.elementwise) == (2 * 12, 5 * 3, 2 * 6 * 3 * 2)
+    ro = ops.readout_ops(4, nnz_in=6, elementwise=3, frames=2)
+    assert (ro.synaptic, ro.elementwise, ro.mac) == (24, 24, 48)
+    with pytest.raises(ValueError):
+        ops.OpSpec(1, 1, "diagonal")
+
+
+def test_backward_direction_counts_the_next_step_as_previous():
+    out, mask = _acts()
+    # utt0: t=0 sees t=1 (2), t=1 sees t=2 (0); utt1: t=0 sees t=1 (1); the last valid frames see nothing.
+    assert ops.next_nnz_total(out, mask) == 2 + 0 + 1
+
+
 def test_encoder_work_is_counted_by_default_and_free_on_request():
     from snnasr.ops import ENCODER_OPS, encoder_ops
 

@@ -50,7 +50,7 @@ def _check_results(recipe: Path, archs: list[str], eval_set: str) -> None:
 def test_demo_small_end_to_end(tmp_path):
     recipe = _copy_recipe("demo", tmp_path)
     _make(recipe, "SMALL=1")
-    _check_results(recipe, ["lstm", "gru", "lif", "proposed"], "test")
+    _check_results(recipe, ["lstm", "gru", "lif", "proposed", "alif", "scsr"], "test")
     # Re-running is a no-op: every stage is stamped.
     again = _make(recipe, "SMALL=1")
     assert "snnasr train" not in again.stdout
@@ -103,7 +103,14 @@ def test_fsdd_recipe_on_shipped_recordings(tmp_path):
     shutil.copytree(REPO / "tests" / "data" / "fsdd" / "recordings", tmp_path / "fsdd_corpus" / "recordings")
     recipe = _copy_recipe("fsdd", tmp_path)
     _make(recipe, f"FSDD={tmp_path / 'fsdd_corpus'}", TINY_TRAIN, "JOBS=1")
-    _check_results(recipe, ["lstm", "proposed"], "test")
+    archs = ["lstm", "gru", "lif", "proposed", "alif", "scsr"]
+    _check_results(recipe, archs + ["lstm_frame", "proposed_frame"], "test")
+    tasks = {
+        run: json.loads((recipe / "exp" / run / "eval_test" / "results.json").read_text())["task"]
+        for run in ("scsr", "proposed_frame")
+    }
+    assert tasks == {"scsr": "utterance", "proposed_frame": "frame"}
+    assert "Utt. acc. %" in (recipe / "exp" / "report.md").read_text()
 
 
 def test_seeds_and_named_configs(tmp_path):
@@ -111,7 +118,15 @@ def test_seeds_and_named_configs(tmp_path):
     # (conf/train_lif_official.yaml), the architecture the name up to its first "_".
     shutil.copytree(REPO / "tests" / "data" / "fsdd" / "recordings", tmp_path / "fsdd_corpus" / "recordings")
     recipe = _copy_recipe("fsdd", tmp_path)
-    _make(recipe, f"FSDD={tmp_path / 'fsdd_corpus'}", TINY_TRAIN, "JOBS=1", "ARCHS=lif_official", "SEEDS=1 2")
+    _make(
+        recipe,
+        f"FSDD={tmp_path / 'fsdd_corpus'}",
+        TINY_TRAIN,
+        "JOBS=1",
+        "ARCHS=lif_official",
+        "FRAME_RUNS=",
+        "SEEDS=1 2",
+    )
     for seed in (1, 2):
         config = (recipe / "exp" / f"lif_official-s{seed}" / "config.yaml").read_text()
         assert f"seed: {seed}" in config and "arch: lif" in config and "lif_decay_init: 1.0" in config

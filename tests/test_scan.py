@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from snnasr.config import ModelConfig
 from snnasr.io import ConfigError
 from snnasr.models import build
 from snnasr.models.encoding import SigmaDeltaEncoder
+from snnasr.models.registry import model_config
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, configure, resolve_backend, scan, step_masks
 from snnasr.models.spikes import Quantizer
 
@@ -30,7 +30,7 @@ def _padded(t: int = 11, lengths=(11, 7, 4)) -> tuple[torch.Tensor, torch.Tensor
 
 def _pair(arch: str, extra: dict, fast: ScanOptions, dropout: float = 0.2):
     torch.manual_seed(0)
-    model = build(arch, ModelConfig(hidden=9, dropout=dropout, **extra), 5, 4).double().train()
+    model = build(arch, model_config(arch, hidden=9, dropout=dropout, **extra), 5, 4).double().train()
     ref = copy.deepcopy(model)
     configure(model, fast)
     configure(ref, ScanOptions("eager", tbptt=fast.tbptt))
@@ -130,9 +130,9 @@ def test_cell_without_kernel_falls_back_to_eager():
 
 def test_bad_scan_options_are_config_errors():
     with pytest.raises(ConfigError, match="scan_backend"):
-        ModelConfig(scan_backend="cuda-graph").check()
+        model_config("lif", scan_backend="cuda-graph")
     with pytest.raises(ConfigError, match="tbptt"):
-        ModelConfig(tbptt=-1).check()
+        model_config("proposed", tbptt=-1)
     with pytest.raises(ConfigError, match="eager"):
         ScanOptions("triton").check()
 
@@ -141,7 +141,7 @@ def test_bad_scan_options_are_config_errors():
 def test_float32_fused_matches_eager(arch, extra):
     """float32 takes the oneDNN products where available: equal up to float32 rounding."""
     torch.manual_seed(0)
-    model = build(arch, ModelConfig(hidden=9, dropout=0.0, **extra), 5, 4).train()
+    model = build(arch, model_config(arch, hidden=9, dropout=0.0, **extra), 5, 4).train()
     ref = copy.deepcopy(model)
     configure(ref, ScanOptions("eager"))
     x, mask = _padded()

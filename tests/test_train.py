@@ -38,6 +38,7 @@ class Out(NamedTuple):
     logits: torch.Tensor
     layer_inputs: list
     layer_outputs: list
+    step_mask: torch.Tensor | None = None
 
 
 class TinyModel(nn.Module):

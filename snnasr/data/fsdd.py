@@ -6,7 +6,9 @@ digit each, named ``<digit>_<speaker>_<index>.wav`` (``7_jackson_32.wav``); othe
 
 Outputs: ``<recipe>/data/{train,dev,test}/`` (``wav.scp`` with absolute paths, ``text`` = the
 digit word in upper case, ``utt2spk`` = the speaker, ``spk2utt``, ``phone_segments``) and
-``<recipe>/data/lang/`` with one label level ``word`` (``sil zero one ... nine``).  Utterance
+``<recipe>/data/lang/`` with one label level ``word`` (``sil zero one ... nine``); for
+``task: utterance`` also ``utt2digit`` (the digit word of each recording, from its file name)
+and the utterance level ``digit`` (``zero ... nine``) in ``data/lang``.  Utterance
 ids are ``<speaker>_<digit>_<index>``: speaker first, so sorting by utterance sorts by speaker
 as Kaldi expects.
 
@@ -34,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from snnasr.audio import read_audio
-from snnasr.data.datadir import find_wavs, write_data_dir
+from snnasr.data.datadir import find_wavs, write_data_dir, write_table
 from snnasr.data.drops import DEFAULT_MAX_BAD_FRACTION, DROPPED, BadUtterances
 from snnasr.io import DataError
 from snnasr.labels import num_frames, window_samples
@@ -43,6 +45,7 @@ from snnasr.lang import write_lang
 SAMPLE_RATE = 8000
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SILENCE = "sil"
+UTTERANCE_LEVEL = "digit"
 THRESHOLD_DB = 30.0
 SETS = ("train", "dev", "test")
 # Index ranges of each set, as text for the error messages.
@@ -96,6 +99,7 @@ def prepare_fsdd(
             utt2spk={r.uttid: r.speaker for r in recs},
             segments=segments[name],
         )
+        write_table(data / name / f"utt2{UTTERANCE_LEVEL}", {r.uttid: WORDS[r.digit] for r in recs})
         (data / name / DROPPED).unlink(missing_ok=True)  # a fresh set: earlier stages' drops are gone
         bad[name].finish(len(recs) + len(bad[name]))
     write_lang(
@@ -105,6 +109,7 @@ def prepare_fsdd(
         score="word",
         silence=[SILENCE],
         segment_level="word",
+        utterance_classes=(UTTERANCE_LEVEL, list(WORDS)),
     )
     counts = {name: len(recs) for name, recs in sets.items()}
     dropped = sum(len(b) for b in bad.values())

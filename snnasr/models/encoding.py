@@ -13,7 +13,7 @@ the features through unchanged.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -67,3 +67,15 @@ class SigmaDeltaEncoder(nn.Module):
         out, state = scan(SIGMA_DELTA, (x,), state0, self.quantizer.config(), steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
         return out
+
+
+def multibit_quantizer(cfg: Any) -> Quantizer:
+    """A hidden layer's quantiser from a :class:`snnasr.config.MultiBitConfig` section."""
+    return Quantizer(cfg.n_bits, cfg.threshold, cfg.ema_momentum, cfg.surrogate, cfg.surrogate_scale)
+
+
+def input_encoder(cfg: Any) -> nn.Module | None:
+    """The section's input encoder: sigma-delta with its own quantiser, or None (``none``)."""
+    if cfg.input_encoding == "none":
+        return None
+    return SigmaDeltaEncoder(cfg.input_n_bits, cfg.input_threshold, cfg.ema_momentum)

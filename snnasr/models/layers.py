@@ -74,6 +74,8 @@ def kaiming_uniform_(w: Tensor) -> Tensor:
 class Readout(nn.Module):
     """Per-frame ``BN(W_o s)``, W_o: H → C without bias, init U(±√(0.01/(H+C))) (seed)."""
 
+    elementwise_ops = 0  # per class and frame, for op counting
+
     def __init__(self, hidden: int, n_out: int, batchnorm: bool) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_out, hidden))
@@ -83,3 +85,35 @@ class Readout(nn.Module):
 
     def forward(self, s: Tensor, mask: Tensor) -> Tensor:
         return self.norm(F.linear(s, self.weight), mask)
+
+
+class IntegratorReadout(nn.Module):
+    """Leaky-integrator readout (Yin et al. 2021), one non-spiking neuron per class::
+
+        z_t = BN(W_o r_t + b_o),   m_t = α ⊙ m_{t-1} + (1 - α) ⊙ z_t,   α = exp(-1/τ),   m_0 = 0
+
+    and the logits are ``m_t`` (the loss applies log-softmax, as Yin's ``logsoftmax(m_t)``).
+    τ (in frames) is per class and learnable, initialised to ``tau_init`` and kept >= 1 by an
+    in-place clamp before each forward (as the LIF decay).  Padding is at the end of each
+    sequence, so the causal integration leaves valid frames untouched.
+    """
+
+    elementwise_ops = 3  # per class and frame: bias, (1-α)·z, α·m + (for op counting)
+
+    def __init__(self, n_in: int, n_out: int, batchnorm: bool, tau_init: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.norm = make_norm(n_out, batchnorm)
+        self.tau = nn.Parameter(torch.full((n_out,), float(tau_init)))
+
+    def forward(self, r: Tensor, mask: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.tau.clamp_(min=1.0)
+        z = self.norm(self.linear(r), mask)
+        alpha = torch.exp(-1.0 / self.tau)
+        m = torch.zeros_like(z[0])
+        out = []
+        for z_t in z.unbind(0):
+            m = alpha * m + (1 - alpha) * z_t
+            out.append(m)
+        return torch.stack(out)

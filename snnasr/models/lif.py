@@ -37,16 +37,52 @@ step pushed out of range is never used.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from snnasr.config import MultiBitConfig
+from snnasr.io import ConfigError
 from snnasr.models.bptt import LIFKernel
+from snnasr.models.encoding import input_encoder, multibit_quantizer
 from snnasr.models.gemm import linear
 from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
+from snnasr.ops import OpSpec
+
+RESETS = ("subtract", "zero")
+
+
+@dataclass
+class LIFConfig(MultiBitConfig):
+    """``model`` section of ``--arch lif``.
+
+    Initial per-neuron synaptic decay β, kept in [0, 1]: U[lif_decay_init, lif_decay_init_max]
+    (default U[0.5, 1]); lif_decay_init_max: null = every neuron at lif_decay_init.  The seed's
+    exact setting is lif_decay_init: 1.0, lif_decay_init_max: null.  ``reset``: after a spike
+    the membrane loses what it emitted (``subtract``, the seed) or is set to 0 (``zero``, NIR's
+    reset: with ``n_bits: 1`` and ``input_encoding: none`` the model exports to NIR exactly).
+    """
+
+    lif_decay_init: float = 0.5
+    lif_decay_init_max: float | None = 1.0
+    reset: str = "subtract"
+
+    def check(self) -> None:
+        super().check()
+        if self.reset not in RESETS:
+            raise ConfigError(f"model.reset={self.reset!r}: choose one of {', '.join(RESETS)}")
+        if not 0.0 <= self.lif_decay_init <= 1.0:
+            raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
+        hi = self.lif_decay_init_max
+        if hi is not None and not self.lif_decay_init <= hi <= 1.0:
+            raise ConfigError(
+                f"model.lif_decay_init_max={hi}: must be in [lif_decay_init, 1] = [{self.lif_decay_init}, 1] (or null)"
+            )
 
 
 class LIFState(NamedTuple):
@@ -117,6 +153,9 @@ class LIFLayer(nn.Module):
         self.quantizer = quantizer
         self.scan_options = ScanOptions()
 
+    def spec(self) -> LayerSpec:
+        return LayerSpec("lif", self.n_in, self.hidden, False)
+
     def init_state(self, x: Tensor) -> LIFState:
         zero = x.new_zeros(x.shape[1], self.hidden)
         return LIFState(zero, zero, self.quantizer.start(x.dtype))
@@ -136,3 +175,20 @@ class LIFLayer(nn.Module):
         out, state = scan(cell, (self.drive(x, mask),), self.init_state(x), params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
         return out
+
+
+def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> LIFLayer:
+    return LIFLayer(
+        n_in,
+        cfg.hidden,
+        dropout=cfg.dropout,
+        batchnorm=cfg.batchnorm,
+        decay_init=cfg.lif_decay_init,
+        decay_init_max=cfg.lif_decay_init_max,
+        quantizer=multibit_quantizer(cfg),
+        reset=cfg.reset,
+    )
+
+
+# Per neuron and step: one input matrix, 6 element-wise ops (the seed's counter).
+ARCHS = (Arch("lif", LIFConfig, _layer, {"lif": OpSpec(1, 6)}, encoder=input_encoder, bench=(("lif", {}),)),)

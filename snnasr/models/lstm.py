@@ -19,17 +19,22 @@ vectors.  Output ``h`` ``[T, B, H]``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
+from snnasr.config import ModelConfig
 from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.registry import Arch, LayerSpec
+from snnasr.ops import OpSpec
 
 
 class RecurrentLayer(nn.Module):
     """``forward(x [T, B, F], mask [T, B]) -> h [T, B, H]`` for ``kind`` lstm or gru."""
 
-    def __init__(self, kind: str, n_in: int, hidden: int, *, dropout: float, batchnorm: bool) -> None:
+    def __init__(self, kind: str, n_in: int, hidden: int, *, dropout: float, batchnorm: bool, drop_input: bool) -> None:
         super().__init__()
-        self.kind, self.n_in, self.hidden, self.p = kind, n_in, hidden, dropout
+        self.kind, self.n_in, self.hidden, self.p, self.drop_input = kind, n_in, hidden, dropout, drop_input
         self.norm = make_norm(n_in, batchnorm)
         self.rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(n_in, hidden)
         gates = 4 if kind == "lstm" else 3
@@ -39,10 +44,31 @@ class RecurrentLayer(nn.Module):
         nn.init.zeros_(self.rnn.bias_ih_l0)
         nn.init.zeros_(self.rnn.bias_hh_l0)
 
-    def forward(self, x: Tensor, mask: Tensor, *, drop_input: bool) -> Tensor:
+    def spec(self) -> LayerSpec:
+        return LayerSpec(self.kind, self.n_in, self.hidden, True)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = self.norm(x, mask)
-        m = dropout_mask(x, self.n_in, self.p, self.training) if drop_input else None
+        m = dropout_mask(x, self.n_in, self.p, self.training) if self.drop_input else None
         if m is not None:
             x = x * m
         h, _ = self.rnn(x)
         return h
+
+
+def _layer(kind: str):
+    def build(cfg: Any, n_in: int, index: int, backward: bool) -> RecurrentLayer:
+        # Dropout on the layer input for layers 2..L only: not on the raw features.
+        return RecurrentLayer(
+            kind, n_in, cfg.hidden, dropout=cfg.dropout, batchnorm=cfg.batchnorm, drop_input=index > 0
+        )
+
+    return build
+
+
+# Per neuron and frame: 4 (LSTM) / 3 (GRU) input and dense recurrent matrices, 12 element-wise
+# (gates and cell update), as the seed's counters.
+ARCHS = (
+    Arch("lstm", ModelConfig, _layer("lstm"), {"lstm": OpSpec(4, 12, "dense", 4)}, bench=(("lstm", {}),)),
+    Arch("gru", ModelConfig, _layer("gru"), {"gru": OpSpec(3, 12, "dense", 3)}, bench=(("gru", {}),)),
+)

@@ -20,17 +20,29 @@ Weights: ``2(F·H + H²)`` (v2) or ``2F·H`` (v1), against ``4(F·H + H²)`` for
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from snnasr.config import MultiBitConfig
 from snnasr.models.bptt import GatedKernel
-from snnasr.models.encoding import sigma_delta_step
+from snnasr.models.encoding import input_encoder, multibit_quantizer, sigma_delta_step
 from snnasr.models.gemm import linear
 from snnasr.models.layers import contiguous_grad, dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask
+from snnasr.ops import OpSpec
+
+
+@dataclass
+class ProposedConfig(MultiBitConfig):
+    """``model`` section of ``--arch proposed``: ``recurrent`` true = gates also see the layer's
+    own previous output (the paper's equations, official v2); false = v1."""
+
+    recurrent: bool = True
 
 
 class GatedState(NamedTuple):
@@ -98,6 +110,9 @@ class GatedSpikingLayer(nn.Module):
         self.quantizer = quantizer
         self.scan_options = ScanOptions()
 
+    def spec(self) -> LayerSpec:
+        return LayerSpec("proposed", self.n_in, self.hidden, self.recurrent)
+
     def init_state(self, x: Tensor) -> GatedState:
         zero = x.new_zeros(x.shape[1], self.hidden)
         return GatedState(zero, zero, zero, self.quantizer.start(x.dtype))
@@ -121,3 +136,34 @@ class GatedSpikingLayer(nn.Module):
         out, state = scan(GATED, (pre,), self.init_state(x), params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
         return out
+
+
+def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> GatedSpikingLayer:
+    return GatedSpikingLayer(
+        n_in,
+        cfg.hidden,
+        recurrent=cfg.recurrent,
+        dropout=cfg.dropout,
+        batchnorm=cfg.batchnorm,
+        quantizer=multibit_quantizer(cfg),
+    )
+
+
+def _label(cfg: Any) -> str:
+    return "proposed" if cfg.recurrent else "proposed (v1)"
+
+
+# Per neuron and step: forget + candidate input matrices, the same two on the own previous
+# spikes (v2 only), 8 element-wise ops; under the official convention the seed code's
+# recurrent term reads the input's non-zeros (see snnasr.ops).
+ARCHS = (
+    Arch(
+        "proposed",
+        ProposedConfig,
+        _layer,
+        {"proposed": OpSpec(2, 8, "sparse", 2, official_input_recurrent=2)},
+        encoder=input_encoder,
+        bench=(("proposed", {"recurrent": True}), ("proposed-v1", {"recurrent": False})),
+        label=_label,
+    ),
+)
