@@ -4,8 +4,19 @@ NIR (Neuromorphic Intermediate Representation, ``nir`` on PyPI) describes networ
 continuous time with a fixed set of primitives; it has no multi-bit spikes, no reset by
 subtraction and no adaptive threshold.  So only what NIR expresses exactly is exported, and
 everything else is refused with one line naming the part (never a graph that computes another
-function).  What is exported: ``--arch lif`` with ``model.n_bits=1`` (binary spikes),
-``model.reset=zero`` and ``model.input_encoding=none``.  Its layer (see ``models/lif.py``)::
+function).  What is exported:
+
+``--arch scsr`` (``models/scsr.py``; binary spikes, hard reset, strict threshold, as NIR's)::
+
+    I_t = BN(W x_t)                   Affine (eval BN folded in), one per source with model.skip
+    u_t = λ u_{t-1}(1 - s_{t-1}) + g (I_t + w s_{t-1});  s_t = 1[u_t > V_th]
+                                      LIF(tau = dt τ_m, r = g τ_m, v_leak 0, v_threshold V_th,
+                                      v_reset 0): Euler gives u_t = λ u + g·input with λ = 1 - 1/τ_m
+    w ⊙ s_{t-1}                       Linear(diag(w)) on the cycle LIF -> Linear -> LIF (NIR
+                                      recurrence: the edge that closes a cycle carries the last step)
+
+``--arch lif`` with ``model.n_bits=1`` (binary spikes), ``model.reset=zero`` and
+``model.input_encoding=none``.  Its layer (see ``models/lif.py``)::
 
     J = BN(W x)                       eval-mode BN folded in:   Affine(diag(γ/σ) W, b - γμ/σ)
     I_t = β I_{t-1} + J_t             synapse, per neuron:       LI(tau = dt/(1-β), r = tau/dt, v_leak 0)
@@ -51,6 +62,7 @@ NO_PRIMITIVE = {
     "alif": "an adaptive threshold (ALIF)",
 }
 EXACT_LIF = "model.n_bits=1 model.threshold=0 model.reset=zero model.input_encoding=none"
+EXPORTABLE = f"--arch scsr and --arch lif ({EXACT_LIF}) export"
 
 
 def _nir():
@@ -67,15 +79,17 @@ def check_exportable(arch: str, cfg: Any, task: str = "frame") -> None:
         raise ConfigError(f"task={task}: only per-frame models export (the utterance pooling is not mapped to NIR)")
     if getattr(cfg, "bidirectional", False):
         raise ConfigError("model.bidirectional=true: a backward-in-time layer is not causal; NIR graphs run forward")
-    for name, plain in (("readout", "linear"), ("steps_per_frame", 1), ("skip", False)):
+    for name, plain in (("readout", "linear"), ("steps_per_frame", 1)):
         if getattr(cfg, name, plain) != plain:
             raise ConfigError(
                 f"model.{name}={getattr(cfg, name)}: no NIR mapping is implemented for it; train with model.{name}={plain}"
             )
     if arch in NO_PRIMITIVE:
-        raise ConfigError(f"--arch {arch}: NIR has no primitive for {NO_PRIMITIVE[arch]}; only --arch lif exports")
+        raise ConfigError(f"--arch {arch}: NIR has no primitive for {NO_PRIMITIVE[arch]}; {EXPORTABLE}")
+    if arch == "scsr":
+        return
     if arch != "lif":
-        raise ConfigError(f"--arch {arch}: no NIR mapping is defined for it; only --arch lif exports")
+        raise ConfigError(f"--arch {arch}: no NIR mapping is defined for it; {EXPORTABLE}")
     if cfg.input_encoding != "none":
         raise ConfigError(
             f"model.input_encoding={cfg.input_encoding}: its multi-bit spikes have no NIR primitive; "
@@ -113,42 +127,83 @@ def spike_amplitude(quantizer: torch.nn.Module) -> float:
 
 
 def build_graph(model: torch.nn.Module, cfg: Any, dt: float = DEFAULT_DT, metadata: Mapping | None = None):
-    """The NIR graph of an exportable ``lif`` model (see the module docstring)."""
+    """The NIR graph of an exportable model (see the module docstring).
+
+    A *signal* is what a layer reads: the network input or a layer's output, as a list of
+    ``(node, positions in the signal's vector, spike amplitude)``; a layer reading several
+    signals (``model.skip``) reads their concatenation, as the model does.
+    """
     nir = _nir()
     check_exportable(model.arch, cfg)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array([model.layers[0].n_in]))}
+    n_in = model.layers[0].n_in
+    nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array([n_in]))}
     edges: list[tuple[str, str]] = []
-    sources = [("input", np.arange(model.layers[0].n_in), 1.0)]  # (node, its neurons, spike amplitude)
-    for n, layer in enumerate(model.layers):
-        w, b = _folded(layer.weight, layer.norm)
-        beta = layer.decay.detach().clamp(0.0, 1.0).double().cpu().numpy()
-        delta = spike_amplitude(layer.quantizer)
-        groups = [("leaky", np.flatnonzero(beta < 1)), ("integrator", np.flatnonzero(beta >= 1))]
-        outputs = []
-        for kind, idx in groups:
-            if idx.size == 0:
-                continue
-            name = f"layer{n}.{kind}"
-            _connect(nir, nodes, edges, sources, w[idx], b[idx], f"{name}.synapse", name)
-            if kind == "leaky":
-                tau = dt / (1.0 - beta[idx])
-                nodes[f"{name}.synapse"] = nir.LI(tau=tau, r=tau / dt, v_leak=np.zeros(idx.size))
-            else:
-                nodes[f"{name}.synapse"] = nir.I(r=np.full(idx.size, 1.0 / dt))
-            nodes[f"{name}.neuron"] = nir.IF(
-                r=np.full(idx.size, 1.0 / dt),
-                v_threshold=np.full(idx.size, delta),
-                v_reset=np.zeros(idx.size),
-                metadata={"neurons": idx, "spike_amplitude": delta},  # which of the layer's neurons these are
-            )
-            edges.append((f"{name}.synapse", f"{name}.neuron"))
-            outputs.append((f"{name}.neuron", idx, delta))
-        sources = outputs
+    signals = [[("input", np.arange(n_in), 1.0)]]
+    layer_nodes = {"lif": _lif_nodes, "scsr": _scsr_nodes}[model.arch]
+    for n, (layer, src) in enumerate(zip(model.layers, model.sources)):
+        signals.append(layer_nodes(nir, nodes, edges, n, layer, _concat([signals[j] for j in src]), dt))
     w, b = _folded(model.readout.weight, model.readout.norm)
-    _connect(nir, nodes, edges, sources, w, b, "output", "readout")
+    _connect(nir, nodes, edges, _concat([signals[j] for j in model.readout_sources]), w, b, "output", "readout")
     nodes["output"] = nir.Output(output_type=np.array([w.shape[0]]))
     meta = {"dt": float(dt), "source": "snnasr", "arch": model.arch, **(metadata or {})}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def _concat(signals: list[list[tuple[str, np.ndarray, float]]]) -> list[tuple[str, np.ndarray, float]]:
+    """The groups of several signals as positions in their concatenation."""
+    out, offset = [], 0
+    for groups in signals:
+        out += [(node, idx + offset, amp) for node, idx, amp in groups]
+        offset += sum(idx.size for _, idx, _ in groups)
+    return out
+
+
+def _lif_nodes(nir, nodes: dict, edges: list, n: int, layer: torch.nn.Module, sources: list, dt: float) -> list:
+    """``lif``: Affine -> LI (β < 1) or I (β = 1) synapse -> IF neuron, per group of neurons."""
+    w, b = _folded(layer.weight, layer.norm)
+    beta = layer.decay.detach().clamp(0.0, 1.0).double().cpu().numpy()
+    delta = spike_amplitude(layer.quantizer)
+    outputs = []
+    for kind, idx in (("leaky", np.flatnonzero(beta < 1)), ("integrator", np.flatnonzero(beta >= 1))):
+        if idx.size == 0:
+            continue
+        name = f"layer{n}.{kind}"
+        _connect(nir, nodes, edges, sources, w[idx], b[idx], f"{name}.synapse", name)
+        if kind == "leaky":
+            tau = dt / (1.0 - beta[idx])
+            nodes[f"{name}.synapse"] = nir.LI(tau=tau, r=tau / dt, v_leak=np.zeros(idx.size))
+        else:
+            nodes[f"{name}.synapse"] = nir.I(r=np.full(idx.size, 1.0 / dt))
+        nodes[f"{name}.neuron"] = nir.IF(
+            r=np.full(idx.size, 1.0 / dt),
+            v_threshold=np.full(idx.size, delta),
+            v_reset=np.zeros(idx.size),
+            metadata={"neurons": idx, "spike_amplitude": delta},  # which of the layer's neurons these are
+        )
+        edges.append((f"{name}.synapse", f"{name}.neuron"))
+        outputs.append((f"{name}.neuron", idx, delta))
+    return outputs
+
+
+def _scsr_nodes(nir, nodes: dict, edges: list, n: int, layer: torch.nn.Module, sources: list, dt: float) -> list:
+    """``scsr``: Affine -> LIF (leak λ = 1 - 1/τ_m, gain g, reset to 0, strict threshold), and the
+    self-recurrence ``w ⊙ s_{t-1}`` as a diagonal Linear on a cycle LIF -> Linear -> LIF."""
+    w, b = _folded(layer.weight, layer.norm)
+    tau_m = layer.tau_m.detach().clamp(*layer.tau_range).double().cpu().numpy()
+    gain = layer.gain.detach().clamp(*layer.gain_range).double().cpu().numpy()
+    h, name = tau_m.size, f"layer{n}"
+    _connect(nir, nodes, edges, sources, w, b, f"{name}.neuron", name)
+    nodes[f"{name}.neuron"] = nir.LIF(
+        tau=dt * tau_m,
+        r=gain * tau_m,
+        v_leak=np.zeros(h),
+        v_threshold=np.full(h, float(layer.threshold)),
+        v_reset=np.zeros(h),
+        metadata={"neurons": np.arange(h), "spike_amplitude": 1.0},
+    )
+    nodes[f"{name}.self"] = nir.Linear(weight=np.diag(layer.self_weight.detach().double().cpu().numpy()))
+    edges += [(f"{name}.neuron", f"{name}.self"), (f"{name}.self", f"{name}.neuron")]
+    return [(f"{name}.neuron", np.arange(h), 1.0)]
 
 
 def _connect(nir, nodes: dict, edges: list, sources: list, w: np.ndarray, b: np.ndarray, dst: str, name: str) -> None:
@@ -163,9 +218,10 @@ def _connect(nir, nodes: dict, edges: list, sources: list, w: np.ndarray, b: np.
 def simulate(graph, x: np.ndarray, dt: float | None = None) -> dict[str, np.ndarray]:
     """Outputs ``[T, ...]`` of every node for input ``x`` ``[T, F]``: NIR's equations by forward Euler.
 
-    A reference integrator for the node types this module writes (Input, Output, Affine, LI,
-    I, IF); nodes run in topological order within a step and sum their inputs.  ``dt``
-    defaults to the graph's metadata.
+    A reference integrator for the node types this module writes (Input, Output, Affine,
+    Linear, LI, I, IF, LIF).  Within a step nodes run in topological order and sum their
+    inputs; an edge that closes a cycle (a recurrence) delivers its source's output of the
+    previous step, as nirtorch does.  ``dt`` defaults to the graph's metadata.
     """
     nir = _nir()
     dt = float(graph.metadata["dt"]) if dt is None else dt
@@ -173,21 +229,29 @@ def simulate(graph, x: np.ndarray, dt: float | None = None) -> dict[str, np.ndar
     for src, dst in graph.edges:
         preds[dst].append(src)
     order = _topological(preds)
-    state = {name: 0.0 for name in graph.nodes}
+    state: dict[str, Any] = {name: 0.0 for name in graph.nodes}
+    prev: dict[str, Any] = {  # what a recurrence delivers at t = 0
+        name: np.zeros(tuple(int(d) for d in node.output_type["output"])) for name, node in graph.nodes.items()
+    }
     out: dict[str, list[np.ndarray]] = {name: [] for name in graph.nodes}
     for x_t in np.asarray(x, dtype=np.float64):
-        now: dict[str, np.ndarray] = {}
+        now: dict[str, Any] = {}
         for name in order:
             node = graph.nodes[name]
-            u = x_t if isinstance(node, nir.Input) else sum(now[p] for p in preds[name])
+            u = x_t if isinstance(node, nir.Input) else sum(now[p] if p in now else prev[p] for p in preds[name])
             if isinstance(node, nir.Affine):
                 y = node.weight @ u + node.bias
+            elif isinstance(node, nir.Linear):
+                y = node.weight @ u
             elif isinstance(node, nir.LI):
                 y = state[name] = state[name] + dt / node.tau * (node.v_leak - state[name] + node.r * u)
             elif isinstance(node, nir.I):
                 y = state[name] = state[name] + dt * node.r * u
-            elif isinstance(node, nir.IF):
-                v = state[name] + dt * node.r * u
+            elif isinstance(node, (nir.IF, nir.LIF)):
+                if isinstance(node, nir.IF):
+                    v = state[name] + dt * node.r * u
+                else:
+                    v = state[name] + dt / node.tau * (node.v_leak - state[name] + node.r * u)
                 y = (v > node.v_threshold).astype(np.float64)
                 state[name] = np.where(y > 0, node.v_reset, v)
             elif isinstance(node, (nir.Input, nir.Output)):
@@ -197,17 +261,18 @@ def simulate(graph, x: np.ndarray, dt: float | None = None) -> dict[str, np.ndar
             now[name] = y
         for name, y in now.items():
             out[name].append(np.asarray(y))
+        prev = now
     return {name: np.stack(ys) for name, ys in out.items()}
 
 
 def _topological(preds: dict[str, list[str]]) -> list[str]:
-    order, done = [], set()
+    """Nodes after their inputs; an input reached again on the current path is a recurrence."""
+    order: list[str] = []
+    done: set[str] = set()
 
     def visit(name: str, path: tuple[str, ...]) -> None:
-        if name in done:
+        if name in done or name in path:
             return
-        if name in path:
-            raise DataError(f"NIR graph: cycle through {name}; snnasr's simulator runs feed-forward graphs only")
         for p in preds[name]:
             visit(p, (*path, name))
         done.add(name)

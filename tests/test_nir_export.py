@@ -46,16 +46,16 @@ class _Integrator(torch.nn.Module):
         super().__init__()
         self.kind = type(node).__name__
         as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))
-        if self.kind == "LI":
+        if self.kind in ("LI", "LIF"):
             self.gain, self.keep = as_t(dt / node.tau * node.r), as_t(1 - dt / node.tau)
         else:
             self.gain, self.keep = as_t(dt * node.r), torch.ones(())
-        if self.kind == "IF":
+        if self.kind in ("IF", "LIF"):
             self.threshold, self.reset = as_t(node.v_threshold), as_t(node.v_reset)
 
     def forward(self, x: torch.Tensor, state: tuple | None = None):
         v = self.keep * (torch.zeros_like(x) if state is None else state[0]) + self.gain * x
-        if self.kind != "IF":
+        if self.kind not in ("IF", "LIF"):
             return v, (v, v)
         z = (v > self.threshold).to(x.dtype)
         return z, (torch.where(z > 0, self.reset, v), z)  # the spikes ride along in the state, to be read
@@ -103,14 +103,14 @@ def _nirtorch_spikes(path: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray], 
     """Each IF node's spikes ``[T, n]`` and the output ``[T, C]``, the graph executed by nirtorch."""
     graph = nir.read(path)
     dt = float(graph.metadata["dt"])
-    node_map = {cls: (lambda node, dt=dt: _Integrator(node, dt)) for cls in (nir.LI, nir.I, nir.IF)}
+    node_map = {cls: (lambda node, dt=dt: _Integrator(node, dt)) for cls in (nir.LI, nir.I, nir.IF, nir.LIF)}
     node_map[nir.Affine] = _affine
     net = nirtorch.nir_to_torch(graph, node_map, dtype=torch.float64)
-    neurons = [k for k, v in graph.nodes.items() if isinstance(v, nir.IF)]
+    neurons = [k for k, v in graph.nodes.items() if isinstance(v, (nir.IF, nir.LIF))]
     state, outs, spikes = None, [], {k: [] for k in neurons}
     for x_t in torch.from_numpy(x):
-        y, state = net(x_t[None], state)
-        outs.append(y[0].detach().numpy())
+        *ys, state = net(x_t[None], state)  # nirtorch returns each edge into Output apart: NIR sums them
+        outs.append(sum(ys)[0].detach().numpy())
         for k in neurons:
             spikes[k].append(state[k.replace(".", "_")][1][0].numpy())
     return {k: np.stack(v) for k, v in spikes.items()}, np.stack(outs)
@@ -144,6 +144,33 @@ def test_neurons_without_synaptic_leak_become_an_integrator_group(tmp_path: Path
                 full[:, graph.nodes[name].metadata["neurons"].astype(int)] = z
         assert layer.sum() > 0
         np.testing.assert_array_equal(full, layer)
+    np.testing.assert_allclose(y, logits, rtol=1e-9, atol=1e-9)
+
+
+def test_scsr_with_skips_and_self_recurrence_reproduces_under_nirtorch(recipe: Path) -> None:
+    """ScSr (binary spikes, hard reset, leak, gain, diagonal self-recurrence, skip connections)."""
+    args = ["train", "--arch", "scsr", "-d", str(recipe), *TRAIN]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    out = recipe / "scsr.nir"
+    result = CliRunner().invoke(cli, ["export", "nir", "exp/scsr", str(out), "-d", str(recipe)])
+    assert result.exit_code == 0, result.output
+
+    from snnasr.checkpoint import load_model
+    from snnasr.dataset import UtteranceDataset
+
+    _, feats, _ = UtteranceDataset(recipe / "data" / "train_yesno", level="pdf")[1]
+    x = feats.double().numpy()
+    model, _, _ = load_model(recipe / "exp" / "scsr", device="cpu")
+    spikes, logits = model_spikes(model, x)
+    graph = nir.read(out)
+    assert (
+        type(graph.nodes["layer1.neuron"]).__name__ == "LIF" and type(graph.nodes["layer1.self"]).__name__ == "Linear"
+    )
+    assert ("layer1.self", "layer1.neuron") in graph.edges and "layer1.weight_from_input" in graph.nodes  # skip
+    got, y = _nirtorch_spikes(out, x)
+    for n, layer in enumerate(spikes):
+        assert layer.sum() > 0
+        np.testing.assert_array_equal(got[f"layer{n}.neuron"], layer)
     np.testing.assert_allclose(y, logits, rtol=1e-9, atol=1e-9)
 
 
