@@ -34,9 +34,10 @@ NIR fires at ``v > v_threshold``, snnasr at ``v >= Δ``: they differ only on a s
 zero.  The features fed to the graph are those ``snnasr eval`` feeds the model (CMVN applied,
 context spliced), which stays outside the graph.
 
-Before writing, the graph is simulated here (:func:`simulate`) on a random input and must
-reproduce the model's spikes and logits; tests/test_nir_export.py reads the file back with
-``nir.read`` and runs it through nirtorch's interpreter as an independent check.
+Before writing, the graph is simulated here (:func:`simulate`) on the first dev utterances (as
+training fed them) and a random input, and must reproduce the model's spikes and logits;
+tests/test_nir_export.py reads the file back with ``nir.read`` and runs it through nirtorch's
+interpreter as an independent check.
 """
 
 from __future__ import annotations
@@ -325,16 +326,19 @@ def export_nir(
     extra = {"level": str(meta.get("level", "")), "context": int(cfg.data.context)}
     graph = build_graph(model, cfg.model, dt, extra)
 
-    x = np.random.default_rng(0).normal(size=(200, model.layers[0].n_in)) * 2.0
-    spikes, logits = model_spikes(model, x)
-    sim = simulate(graph, x)
-    got = graph_spikes(graph, sim, len(model.layers))
-    mismatch = sum(int((a != b).sum()) for a, b in zip(spikes, got))
-    if mismatch or not np.allclose(sim["output"], logits, rtol=1e-6, atol=1e-6):
-        raise DataError(
-            f"{exp_dir}: the NIR graph does not reproduce the model ({mismatch} spikes differ on a random input); "
-            f"this is a bug in snnasr's exporter: please report it"
-        )
+    checked = fired = 0
+    for where, x in _check_inputs(Path(recipe_dir), cfg, meta.get("level"), model.layers[0].n_in):
+        spikes, logits = model_spikes(model, x)
+        sim = simulate(graph, x)
+        got = graph_spikes(graph, sim, len(model.layers))
+        mismatch = sum(int((a != b).sum()) for a, b in zip(spikes, got))
+        if mismatch or not np.allclose(sim["output"], logits, rtol=1e-6, atol=1e-6):
+            raise DataError(
+                f"{exp_dir}: the NIR graph does not reproduce the model ({mismatch} spikes differ on {where}); "
+                f"this is a bug in snnasr's exporter: please report it"
+            )
+        checked += sum(s.size for s in spikes)
+        fired += int(sum(s.sum() for s in spikes))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -348,6 +352,23 @@ def export_nir(
         "nodes": len(graph.nodes),
         "edges": len(graph.edges),
         "layers": len(model.layers),
-        "frames x neurons checked": int(sum(s.size for s in spikes)),
-        "spikes among them": int(sum(s.sum() for s in spikes)),
+        "frames x neurons checked": checked,
+        "spikes among them": fired,
     }
+
+
+def _check_inputs(recipe_dir: Path, cfg: Any, level: str | None, n_in: int, utterances: int = 5):
+    """Inputs to check the graph on: the first dev utterances as training saw them, and a random one."""
+    from snnasr.dataset import UtteranceDataset  # noqa: PLC0415
+
+    dev = recipe_dir / "data" / cfg.data.dev_set
+    if (dev / "feats.scp").is_file():
+        try:
+            data = UtteranceDataset(dev, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context)
+        except SnnasrError:
+            data = None  # no labels or lang here: the random input below still checks the graph
+        if data is not None and data.dim == n_in:
+            for i in range(min(utterances, len(data))):
+                uttid, feats, _ = data[i]
+                yield f"dev utterance {uttid}", feats.double().numpy()
+    yield "a random input", np.random.default_rng(0).normal(size=(200, n_in)) * 2.0

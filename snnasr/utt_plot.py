@@ -38,6 +38,8 @@ def segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
 def _layer_image(h: np.ndarray, quantizer: Any) -> tuple[np.ndarray, str, str, tuple[float, float] | None]:
     """What to draw for a hidden layer's output ``h`` ``[T, H]``: (image [H, T], cmap, kind, vmin/vmax)."""
     if quantizer is None:
+        if np.isin(h, (0.0, 1.0)).all():  # binary spikes without a quantiser (ALIF, ScSr)
+            return h.T, "gray_r", "spike raster", (0.0, 1.0)
         m = float(np.abs(h).max()) or 1.0
         return h.T, "RdBu_r", "hidden state", (-m, m)
     from snnasr.models.spikes import quant_scale

@@ -20,7 +20,7 @@ UTT = "0_0_1_0_0_1_1_0"
 def recipe(tmp_path_factory) -> Path:
     root = yesno_recipe(tmp_path_factory.mktemp("plot"))
     binary = ["model.n_bits=1", "model.threshold=0", "model.reset=zero", "model.input_encoding=none"]
-    for arch, extra in (("proposed", []), ("lstm", []), ("lif", binary)):
+    for arch, extra in (("proposed", []), ("lstm", []), ("lif", binary), ("scsr", [])):
         result = CliRunner().invoke(
             cli, ["train", "--arch", arch, "-d", str(root), *TINY_TRAIN, "train.epochs=1", *extra]
         )
@@ -33,7 +33,7 @@ def test_segments_are_runs_of_labels() -> None:
     assert segments(np.array([], dtype=int)) == []
 
 
-@pytest.mark.parametrize("arch", ["proposed", "lstm", "lif"])
+@pytest.mark.parametrize("arch", ["proposed", "lstm", "lif", "scsr"])
 def test_cli_writes_a_png_for_each_kind_of_layer(recipe: Path, arch: str) -> None:
     result = CliRunner().invoke(cli, ["plot", f"exp/{arch}", "--set", "train_yesno", "--utt", UTT, "-d", str(recipe)])
     assert result.exit_code == 0, result.output
@@ -48,3 +48,11 @@ def test_unknown_utterance_or_set_is_a_data_error(recipe: Path) -> None:
         plot_utterance("exp/lstm", recipe, "train_yesno", "nope")
     with pytest.raises(DataError, match="no such set"):
         plot_utterance("exp/lstm", recipe, "test", UTT)
+
+
+def test_binary_spikes_are_drawn_as_a_raster() -> None:
+    from snnasr.utt_plot import _layer_image
+
+    spikes = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    assert _layer_image(spikes, None)[2] == "spike raster"
+    assert _layer_image(spikes * 0.5 - 0.1, None)[2] == "hidden state"
