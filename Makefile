@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 test: lint
 	$(BIN)/python -m pytest
 
-# Lint and format check (ruff); the rules live in pyproject.toml.
+# Lint and format check (ruff) and type check (mypy on snnasr/); the rules live in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check snnasr tests
 	$(BIN)/ruff format --check snnasr tests
+	$(BIN)/mypy snnasr
 
 demo: $(STAMP)
 	$(MAKE) -C recipes/demo SNNASR=$(abspath $(BIN))/snnasr

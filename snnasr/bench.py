@@ -10,7 +10,7 @@ Measured per row, on random data (``frames`` x ``batch``, 40-dim input, 48 class
 
 - training step: forward, masked cross-entropy, backward and an Adam step;
 - inference: an eval-mode forward under ``torch.no_grad``;
-- peak memory of one training step above what the model and optimiser already hold
+- peak memory of one training step (``time_chunk``: the fused scans' recomputation option) above what the model and optimiser already hold
   (CUDA: the allocator's peak; CPU: the process's resident-set high-water mark, reset before
   the step, with glibc's mmap threshold fixed so freed tensors leave the resident set).
 
@@ -29,7 +29,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ class Variant(NamedTuple):
 
 def _variants() -> tuple[Variant, ...]:
     """Each architecture's bench variants, as its module declares them (the registry)."""
-    out = []
+    out: list[Variant] = []
     for name, arch, overrides in bench_variants():
         section = get_arch(arch).config
         out.append(Variant(name, arch, overrides, hasattr(section, "scan_backend")))
@@ -129,10 +129,13 @@ def _rows(archs: list[str], backends: list[str]) -> list[Row]:
 class _Case:
     """One row's model, optimiser and the two timed closures."""
 
-    def __init__(self, row: Row, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor):
+    def __init__(
+        self, row: Row, cfg: ModelConfig, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, time_chunk: int
+    ):
         torch.manual_seed(0)
         self.model = build(row.variant.arch, cfg, N_IN, N_OUT).to(x.device)
-        configure(self.model, ScanOptions(row.backend if row.variant.spiking else "auto"))
+        if row.variant.spiking:
+            configure(self.model, ScanOptions(row.backend, time_chunk=time_chunk))
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.x, self.mask, self.y = x, mask, y
 
@@ -173,11 +176,14 @@ def run_bench(
     padded: bool = False,
     repeats: int = 3,
     as_json: bool = False,
+    time_chunk: int = 0,
 ) -> list[dict]:
     """Measure every row, print the ratio table (or JSON), return the rows as dicts."""
     for name, value in (("hidden", hidden), ("layers", layers), ("frames", frames), ("batch", batch)):
         _check(name, value)
     _check("repeats", repeats)
+    if time_chunk < 0:
+        raise ConfigError(f"--time-chunk={time_chunk}: must be >= 0 (0 = off)")
     rows = _rows(archs or [v.name for v in VARIANTS], backends or ["fused", "eager"])
     dev = resolve_device(device)
     _fix_mmap_threshold()
@@ -191,7 +197,14 @@ def run_bench(
     x, y, mask = (x * mask[..., None]).to(dev), y.to(dev), mask.to(dev)
     n_frames = int(lengths.sum())
     cases = [
-        _Case(r, model_config(r.variant.arch, hidden=hidden, layers=layers, **r.variant.overrides), x, mask, y)
+        _Case(
+            r,
+            model_config(r.variant.arch, hidden=hidden, layers=layers, **r.variant.overrides),
+            x,
+            mask,
+            y,
+            time_chunk,
+        )
         for r in rows
     ]
     train: list[list[float]] = [[] for _ in rows]
@@ -205,7 +218,7 @@ def run_bench(
         for k, case in enumerate(cases):
             train[k].append(_timed(case.train_step, dev))
             infer[k].append(_timed(case.infer, dev))
-    out = []
+    out: list[dict[str, Any]] = []
     for row, tr, inf, peak in zip(rows, train, infer, peaks):
         out.append(
             {
@@ -230,6 +243,7 @@ def run_bench(
         "padded": padded,
         "real_frames": n_frames,
         "repeats": repeats,
+        "time_chunk": time_chunk,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
@@ -246,6 +260,7 @@ def _print_table(settings: dict, rows: list[dict]) -> None:
         f"device {s['device']}, {s['layers']} x {s['hidden']}, batch {s['batch']}, {s['frames']} frames"
         f"{' (padded: ' + str(s['real_frames']) + ' real)' if s['padded'] else ''}, {s['threads']} thread(s), "
         f"median of {s['repeats']} interleaved rounds, load average {s['load_average']:.2f}"
+        f"{', time_chunk ' + str(s['time_chunk']) if s['time_chunk'] else ''}"
     )
     print(
         f"{'arch':<12} {'backend':<7} {'train fr/s':>10} {'vs lstm':>7} {'infer fr/s':>10} {'vs lstm':>7}"

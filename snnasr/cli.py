@@ -477,6 +477,9 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 @click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--time-chunk", type=click.IntRange(min=0), default=0, help="Fused scans: recompute in chunks of K frames."
+)
 def bench(
     archs: str | None,
     hidden: int,
@@ -488,6 +491,7 @@ def bench(
     padded: bool,
     repeats: int,
     as_json: bool,
+    time_chunk: int,
 ) -> None:
     """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
     from snnasr.bench import run_bench
@@ -503,6 +507,7 @@ def bench(
         padded=padded,
         repeats=repeats,
         as_json=as_json,
+        time_chunk=time_chunk,
     )
 
 
@@ -580,7 +585,7 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError):
         what = e.strerror or str(e)
         where = ", ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "?"
-        return f"{where}: {what}; {_OS_HINTS.get(e.errno, 'check the path and re-run')}"
+        return f"{where}: {what}; {_OS_HINTS.get(e.errno or 0, 'check the path and re-run')}"
     if isinstance(e, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8 (re-run with --debug to see which)"
     if isinstance(e, EOFError):

@@ -95,8 +95,8 @@ def self_loop_log_probs(durations: list[list[int]], min_dur: int) -> np.ndarray:
         excess = float(np.mean([max(x - min_dur, 0) for x in d])) if d else 1.0
         a = min(max(excess / (excess + 1.0), 1e-4), 1 - 1e-4)
         loops.append(a)
-    a = np.array(loops)
-    return np.stack([np.log(a), np.log1p(-a)])
+    stay = np.array(loops)
+    return np.stack([np.log(stay), np.log1p(-stay)])
 
 
 def fold_matrix(fold: np.ndarray, n: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import numpy as np
@@ -324,7 +324,7 @@ def run_evaluation(
     items = [data[i] for i in range(len(data))]
     if not items:
         raise DataError(f"{data_dir}: no utterances to evaluate")
-    specs = model.layer_specs()
+    specs = cast(Any, model).layer_specs()
     stats = ActivationStats(len(specs))
     directions = [s.directions for s in specs]
 
@@ -360,7 +360,7 @@ def run_evaluation(
         )
     from snnasr.models.registry import arch_label
 
-    cfg_dict = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    cfg_dict = dataclasses.asdict(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lstm_params = opsmod.rnn_params("lstm", specs, n_out)
     results: dict[str, Any] = {
@@ -401,7 +401,7 @@ def run_evaluation(
             energy,
             enc_width,
             encoder_ops,
-            readout_elementwise=model.readout.elementwise_ops,
+            readout_elementwise=int(getattr(model.readout, "elementwise_ops", 0)),
         )
         results["ops"] = {k: v for k, v in details.items() if k not in ("layers", "readout", "reference")}
         for kind in ("lstm", "gru"):

@@ -37,11 +37,11 @@ import multiprocessing
 import os
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
@@ -106,7 +106,7 @@ class FeatureOptions:
                     + ", ".join(sorted(known - {"ftype"}))
                 )
         values.update({k: v for k, v in cli_values.items() if v is not None})
-        hints = {f.name: f.type for f in fields(cls)}
+        hints: dict[str, Any] = {f.name: f.type for f in fields(cls)}
         opts = cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
         if opts.num_bins is None:
             opts.num_bins = DEFAULT_BINS[opts.ftype] if opts.ftype in DEFAULT_BINS else 0
@@ -133,7 +133,7 @@ class FeatureOptions:
 
     @property
     def dim(self) -> int:
-        base = self.num_bins if self.ftype == "fbank" else self.num_ceps
+        base = cast(int, self.num_bins) if self.ftype == "fbank" else self.num_ceps  # set by load()
         return base * (3 if self.deltas else 1)
 
     def digest(self) -> str:
@@ -385,7 +385,7 @@ def _write_features(
         total=len(tasks), desc=f"features {data_dir.name}", unit="utt", file=sys.stderr, disable=not sys.stderr.isatty()
     )
 
-    def produce() -> Iterator[tuple[str, np.ndarray]]:
+    def produce() -> Generator[tuple[str, np.ndarray], None, None]:
         for utt, feats, why in _compute(tasks, jobs):
             bar.update()
             if feats is None:
@@ -417,7 +417,7 @@ def _load_segments(data_dir: Path, utts: list[str], bad: BadUtterances) -> tuple
     """Lang and validated phone segments, checked before any audio is read so errors come early."""
     lang = load_lang(data_dir.parent / "lang")
     L.level_maps(lang)  # every level must be reachable from the segment level
-    known = set(lang.symbols(lang.segment_level)) | set(L.MERGED_SYMBOLS)
+    known = set(lang.symbols(cast(str, lang.segment_level))) | set(L.MERGED_SYMBOLS)  # checked just above
     segs = read_segments(data_dir / "phone_segments")
     for utt in utts:
         if utt in segs:
@@ -574,7 +574,7 @@ def make_features(
     bad.finish(len(utts))
 
     labelled = next(iter(label_counts.values()), 0)
-    new_state = {
+    new_state: dict[str, Any] = {
         "type": opts.ftype,
         "dim": opts.dim,
         "cmvn": opts.cmvn,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def fit_to_audio(
     if not segments:
         raise DataError(f"{uttid}: no phone segments; re-run snnasr prep for this corpus")
     silence = set(silence)
-    segs = [list(s) for s in segments]
+    segs: list[list[Any]] = [list(s) for s in segments]
     limit = int(round(limit_s * sample_rate))
     total = f"{num_samples} samples ({num_samples / sample_rate:.2f} s)"
 

@@ -67,7 +67,7 @@ def total_edits(pairs: Iterable[tuple[Sequence, Sequence]]) -> EditCounts:
     return total
 
 
-def collapse(seq: Sequence[int]) -> list[int]:
+def collapse(seq: Iterable[int]) -> list[int]:
     """Merge runs of the same symbol: ``a a b b a`` -> ``a b a``."""
     out: list[int] = []
     for s in seq:

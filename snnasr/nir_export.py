@@ -108,11 +108,13 @@ def check_exportable(arch: str, cfg: Any, task: str = "frame") -> None:
         )
 
 
-def _folded(weight: torch.Tensor, norm: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def _folded(weight: torch.Tensor, norm: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(W', b')`` with ``W' x + b' = BN_eval(W x)`` (or ``W x`` without BN), in float64."""
     w = weight.detach().double().cpu().numpy()
     if not isinstance(norm, torch.nn.BatchNorm1d):
         return w, np.zeros(w.shape[0])
+    if norm.running_var is None or norm.running_mean is None:
+        raise ConfigError("batch norm without running statistics normalises by each batch: no fixed function to export")
     inv = 1.0 / np.sqrt(norm.running_var.double().cpu().numpy() + norm.eps)
     gamma = norm.weight.detach().double().cpu().numpy() if norm.affine else np.ones(w.shape[0])
     beta = norm.bias.detach().double().cpu().numpy() if norm.affine else np.zeros(w.shape[0])
@@ -120,14 +122,14 @@ def _folded(weight: torch.Tensor, norm: torch.nn.Module) -> tuple[np.ndarray, np
     return (gamma * inv)[:, None] * w, beta - gamma * inv * mean
 
 
-def spike_amplitude(quantizer: torch.nn.Module) -> float:
+def spike_amplitude(quantizer: Any) -> float:
     """Δ of a binary quantiser in eval mode: its threshold and the value of a spike."""
     from snnasr.models.spikes import quant_scale  # noqa: PLC0415
 
     return float(1.0 / quant_scale(quantizer.range.double(), quantizer.n_bits))
 
 
-def build_graph(model: torch.nn.Module, cfg: Any, dt: float = DEFAULT_DT, metadata: Mapping | None = None):
+def build_graph(model: Any, cfg: Any, dt: float = DEFAULT_DT, metadata: Mapping | None = None) -> Any:
     """The NIR graph of an exportable model (see the module docstring).
 
     A *signal* is what a layer reads: the network input or a layer's output, as a list of
@@ -159,7 +161,7 @@ def _concat(signals: list[list[tuple[str, np.ndarray, float]]]) -> list[tuple[st
     return out
 
 
-def _lif_nodes(nir, nodes: dict, edges: list, n: int, layer: torch.nn.Module, sources: list, dt: float) -> list:
+def _lif_nodes(nir: Any, nodes: dict, edges: list, n: int, layer: Any, sources: list, dt: float) -> list:
     """``lif``: Affine -> LI (β < 1) or I (β = 1) synapse -> IF neuron, per group of neurons."""
     w, b = _folded(layer.weight, layer.norm)
     beta = layer.decay.detach().clamp(0.0, 1.0).double().cpu().numpy()
@@ -186,7 +188,7 @@ def _lif_nodes(nir, nodes: dict, edges: list, n: int, layer: torch.nn.Module, so
     return outputs
 
 
-def _scsr_nodes(nir, nodes: dict, edges: list, n: int, layer: torch.nn.Module, sources: list, dt: float) -> list:
+def _scsr_nodes(nir: Any, nodes: dict, edges: list, n: int, layer: Any, sources: list, dt: float) -> list:
     """``scsr``: Affine -> LIF (leak λ = 1 - 1/τ_m, gain g, reset to 0, strict threshold), and the
     self-recurrence ``w ⊙ s_{t-1}`` as a diagonal Linear on a cycle LIF -> Linear -> LIF."""
     w, b = _folded(layer.weight, layer.norm)
@@ -284,7 +286,7 @@ def _topological(preds: dict[str, list[str]]) -> list[str]:
     return order
 
 
-def model_spikes(model: torch.nn.Module, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+def model_spikes(model: Any, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """The model's own binary spikes per layer ``[T, H]`` and logits ``[T, C]`` for ``x`` ``[T, F]`` (float64)."""
     model = model.double().eval()
     xt = torch.from_numpy(np.asarray(x, dtype=np.float64))[:, None, :]
@@ -320,7 +322,8 @@ def export_nir(
     nir = _nir()
     if not dt > 0:
         raise ConfigError(f"--dt {dt}: the time step must be positive (seconds)")
-    exp_dir = resolve_exp(exp, Path(recipe_dir))
+    exp_dir = resolve_exp(Path(exp), Path(recipe_dir))
+    model: Any
     model, cfg, meta = load_model(exp_dir, device="cpu")
     check_exportable(model.arch, cfg.model, cfg.task)
     extra = {"level": str(meta.get("level", "")), "context": int(cfg.data.context)}

@@ -263,7 +263,7 @@ def group_rows(results: list[dict]) -> list[tuple[str, list[dict]]]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in results:
         groups[(str(r.get("arch_label", r["arch"])), str(r.get("config_key", r["run"])))].append(r)
-    per_label = defaultdict(int)
+    per_label: dict[str, int] = defaultdict(int)
     for label, _ in groups:
         per_label[label] += 1
     rows = []

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import torch
@@ -190,7 +190,7 @@ def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> t
     discussion names.  For LSTM/GRU it acts on ``h``; the recipes use it for the SNNs only.
     """
     valid = mask.unsqueeze(-1)
-    return sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs)
+    return cast(torch.Tensor, sum((out.abs() * valid).sum() / out.shape[-1] for out in layer_outputs))
 
 
 def _forward_stats(
@@ -225,7 +225,7 @@ def _train_step(
     grad_clip: float,
     activity_reg: float = 0.0,
     task: UtterancePool | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int] | None:
     """One optimiser step on the mean loss per frame (per utterance with ``task``; + activity
     penalty); returns the sums for :class:`Totals`.
 
@@ -571,7 +571,7 @@ def _mark_finished(exp_dir: Path, epochs: int) -> None:
     ckpt_io.save(path, blob)
 
 
-def _check_same_data(exp_dir: Path, last: Path, saved: dict | None, now: dict) -> None:
+def _check_same_data(exp_dir: Path, last: Path | None, saved: dict | None, now: dict) -> None:
     """Refuse to resume on data other than the run was trained on (one line: what changed)."""
     if saved is None:
         click.echo(f"snnasr train: warning: {last} records no data fingerprint (older snnasr); not checked", err=True)
@@ -580,7 +580,7 @@ def _check_same_data(exp_dir: Path, last: Path, saved: dict | None, now: dict) -
         changes = fingerprint_changes(saved.get(role, {}), now[role])
         if changes:
             raise DataError(
-                f"{exp_dir}: the {role} data changed since {last.name} was written ({'; '.join(changes)}); "
+                f"{exp_dir}: the {role} data changed since {last.name if last else 'the last checkpoint'} was written ({'; '.join(changes)}); "
                 f"recompute the features with the run's options, or train a new run with --exp NAME"
             )
 

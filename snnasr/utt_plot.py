@@ -75,10 +75,11 @@ def plot_utterance(
     from snnasr.lang import load_lang
 
     recipe_dir = Path(recipe_dir)
-    exp_dir = resolve_exp(exp, recipe_dir)
+    exp_dir = resolve_exp(Path(exp), recipe_dir)
     data_dir = recipe_dir / "data" / set_name
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such set; give --set a prepared data dir name")
+    model: Any
     model, cfg, meta = load_model(exp_dir, device="cpu")
     lang = load_lang(recipe_dir / "data" / "lang")
     level = meta["level"]

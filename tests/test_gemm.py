@@ -27,3 +27,13 @@ def test_products_equal_torch(dtype):
         assert torch.allclose(packed.addmm(bias, s), torch.addmm(bias, s, w.detach().t()), atol=tol)
         assert (packed.packed is not None) == (rows > 3 and onednn(w))
     assert not onednn(torch.zeros(1, dtype=torch.float64))
+
+
+def test_availability_check_draws_no_random_numbers():
+    """It runs on first use, mid-training: a draw would shift every later dropout mask."""
+    from snnasr.models import gemm
+
+    gemm._onednn_works.cache_clear()
+    state = torch.get_rng_state()
+    gemm._onednn_works()
+    assert torch.equal(state, torch.get_rng_state())

@@ -59,7 +59,7 @@ class Recording(NamedTuple):
     uttid: str
     speaker: str
     digit: int
-    index: int
+    index: int  # type: ignore[assignment]  # the recording's index, not tuple.index
     path: Path
 
 

@@ -27,6 +27,7 @@ import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import kaldiio
 import numpy as np
@@ -49,7 +50,7 @@ def _write_ark_scp(
                 raise DataError(f"{ark}: invalid key {key!r}: Kaldi keys must be non-empty and have no spaces")
             fa.write(f"{key} ".encode())
             offset = fa.tell()
-            write(fa, value)
+            write(cast(Any, fa), value)
             fs.write(f"{key} {ark.resolve()}:{offset}\n")
             n += 1
     return n

@@ -163,7 +163,8 @@ class GatedKernel(_SpikingKernel):
                 c = torch.relu(g[:, hid:])
                 if drop is not None:
                     c = c * drop
-                h = torch.addcmul(c, z, h - c)
+                d = h - c
+                h = torch.addcmul(c, z, d)
             a = r + h
             s, rng, rt = _emit(
                 a, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
@@ -173,7 +174,8 @@ class GatedKernel(_SpikingKernel):
             if keep:
                 _q_grad(a, rt, self.cfg, q_buf[i])
                 one_minus_z = 1 - z
-                torch.mul((h_prev - c).mul_(z), one_minus_z, out=gate_buf[i, :, 0])
+                d = (h_prev - c) if rec is None else d  # v2 has h_{t-1} - c already
+                torch.mul(d.mul_(z), one_minus_z, out=gate_buf[i, :, 0])
                 gc = torch.mul(one_minus_z, c > 0, out=gate_buf[i, :, 1])
                 if drop is not None:
                     gc.mul_(drop)

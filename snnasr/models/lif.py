@@ -118,7 +118,7 @@ def lif_reset_zero_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m:
 def _lif_kernel(inputs: tuple[Tensor], state0: LIFState, params: LIFParams, masks: list[StepMask]):  # type: ignore[no-untyped-def]
     (j,) = inputs
     kernel = LIFKernel(j.shape[0], tuple(j.shape[1:]), masks, params.quant, state0.range)
-    return kernel, (j, params.decay), lambda carry, rng: LIFState(*carry, rng)
+    return kernel, (j, params.decay), lambda carry, rng: LIFState(*carry, rng)  # type: ignore[call-arg]
 
 
 LIF = Cell("lif", lif_step, _lif_kernel)

@@ -19,7 +19,7 @@ vectors.  Output ``h`` ``[T, B, H]``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -38,11 +38,15 @@ class RecurrentLayer(nn.Module):
         self.norm = make_norm(n_in, batchnorm)
         self.rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(n_in, hidden)
         gates = 4 if kind == "lstm" else 3
-        kaiming_uniform_(self.rnn.weight_ih_l0.data)
-        for block in self.rnn.weight_hh_l0.data.chunk(gates, dim=0):
+        weight_ih, weight_hh, bias_ih, bias_hh = (
+            cast(Tensor, getattr(self.rnn, name))
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+        )
+        kaiming_uniform_(weight_ih.data)
+        for block in weight_hh.data.chunk(gates, dim=0):
             nn.init.orthogonal_(block)
-        nn.init.zeros_(self.rnn.bias_ih_l0)
-        nn.init.zeros_(self.rnn.bias_hh_l0)
+        nn.init.zeros_(bias_ih)
+        nn.init.zeros_(bias_hh)
 
     def spec(self) -> LayerSpec:
         return LayerSpec(self.kind, self.n_in, self.hidden, True)

@@ -85,7 +85,7 @@ def _gated_kernel(inputs: tuple[Tensor], state0: GatedState, params: GatedParams
     (pre,) = inputs
     t, b, h2 = pre.shape
     kernel = GatedKernel(t, (b, h2 // 2), masks, params.quant, state0.range, params.drop)
-    return kernel, (pre, params.recurrent), lambda carry, rng: GatedState(*carry, rng)
+    return kernel, (pre, params.recurrent), lambda carry, rng: GatedState(*carry, rng)  # type: ignore[call-arg]
 
 
 GATED = Cell("proposed", gated_step, _gated_kernel)

@@ -29,12 +29,12 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 
-from snnasr.config import ModelConfig
+from snnasr.config import ModelConfig, MultiBitConfig
 from snnasr.io import ConfigError
 from snnasr.models.layers import IntegratorReadout, Readout
 from snnasr.models.scan import ScanOptions, configure
@@ -180,7 +180,7 @@ class Bidirectional(nn.Module):
         self.fw, self.bw = forward_layer, backward_layer
 
     def spec(self) -> LayerSpec:
-        return self.fw.spec()._replace(directions=2)
+        return cast(LayerSpec, cast(Any, self.fw).spec())._replace(directions=2)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         fw = self.fw(x, mask)
@@ -230,7 +230,7 @@ class AcousticModel(nn.Module):
         for i, layer in enumerate(self.layers):
             if not hasattr(layer, "spec"):
                 raise ConfigError(f"layer {i + 1} ({type(layer).__name__}) declares no spec(); register its kind")
-            spec = layer.spec()
+            spec = cast(LayerSpec, cast(Any, layer).spec())
             op_spec(spec.kind)
             specs.append(spec)
         return specs
@@ -282,6 +282,6 @@ def build(arch: str, cfg: ModelConfig, n_in: int, n_out: int) -> AcousticModel:
     else:
         readout = Readout(r_width, n_out, cfg.batchnorm)
     model = AcousticModel(arch, layers, readout, n_out, encoder, sources, readout_sources, cfg.steps_per_frame)
-    if hasattr(cfg, "scan_backend"):  # the sections whose layers run through models/scan.py
+    if isinstance(cfg, MultiBitConfig):  # the sections whose layers run through models/scan.py
         configure(model, ScanOptions(cfg.scan_backend, cfg.time_chunk, cfg.tbptt))
     return model

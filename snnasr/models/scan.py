@@ -32,7 +32,7 @@ backpropagation through time every K steps (the state entering step t is detache
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -234,4 +234,4 @@ def configure(model: torch.nn.Module, options: ScanOptions) -> None:
     options.check()
     for m in model.modules():
         if hasattr(m, "scan_options"):
-            m.scan_options = options
+            cast(Any, m).scan_options = options

@@ -255,6 +255,10 @@ class Quantizer(nn.Module):
     single tensor the same way (a one-step loop).
     """
 
+    ema: Tensor  # buffers (registered in __init__)
+    calls: Tensor
+    range: Tensor
+
     def __init__(
         self,
         n_bits: int = 6,
