@@ -22,9 +22,12 @@ snnasr file) is one DataError line naming it and what to do (:func:`load`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +134,73 @@ def load_model(
         raise DataError(f"{path}: weights do not fit its config ({str(e).splitlines()[0]}); {hint}") from None
     model.to(resolve_device(device)).eval()
     return model, cfg, {k: v for k, v in blob.items() if k not in ("config", "state_dict")}
+
+
+def check_resumable(
+    exp_dir: Path, last: Path, ckpt: dict, config: dict, n_in: int, n_out: int, fingerprint: dict
+) -> None:
+    """Refuse to resume ``last`` with another model shape, config (``train.epochs`` may grow) or data.
+
+    Each refusal is one line saying what changed and what to do.
+    """
+    from snnasr.io import ConfigError
+
+    if (ckpt["n_in"], ckpt["n_out"]) != (n_in, n_out):
+        raise DataError(
+            f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
+            f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp"
+        )
+    from snnasr.config import config_from_dict
+
+    # Through the current schema, so that a section layout that changed since is not a "difference".
+    saved_config = dataclasses.asdict(config_from_dict(ckpt["config"]))
+    diff = _config_changes(_comparable(saved_config), _comparable(config))
+    if diff:
+        raise ConfigError(
+            f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
+            f"pass the same --config/overrides (only train.epochs may change)"
+        )
+    saved = ckpt.get("data")
+    if saved is None:
+        print(f"snnasr train: warning: {last} records no data fingerprint (older snnasr); not checked", file=sys.stderr)
+        return
+    for role in ("train", "dev"):
+        changes = fingerprint_changes(saved.get(role, {}), fingerprint[role])
+        if changes:
+            raise DataError(
+                f"{exp_dir}: the {role} data changed since {last.name} was written ({'; '.join(changes)}); "
+                f"recompute the features with the run's options, or train a new run with --exp NAME"
+            )
+
+
+def _comparable(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    config["train"].pop("epochs", None)
+    config.pop("log", None)  # where the numbers are shown (TensorBoard) does not change them
+    return config
+
+
+def _config_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _config_changes(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def mark_finished(exp_dir: Path, epochs: int) -> None:
+    """Record in model.pt that training ran all ``epochs``: evaluations of it are final, not partial."""
+    path = exp_dir / MODEL
+    if not path.is_file():
+        return
+    blob = load(path, "model", "re-train it", ("epoch",), weights_only=True)
+    if blob.get("finished") and blob.get("epochs") == epochs:
+        return
+    blob.update(finished=True, epochs=epochs)
+    save(path, blob)
 
 
 def _sha(text: str) -> str:

@@ -2,7 +2,8 @@
 
 Inputs: ``exp/<run>/model.pt`` (``snnasr train``), ``data/<set>/feats.scp`` + ``cmvn.scp`` +
 ``labels_<level>.scp`` (``snnasr features``), ``data/lang/``.  Outputs:
-``exp/<run>/eval_<set>/results.json`` (and ``ops.json`` with ``--report-ops``), and a
+``exp/<run>/eval_<set>/results.json`` (and ``ops.json`` with ``--report-ops``; ``results_official.json``
+/ ``ops_official.json`` with ``--ops-convention official``, so the report never mixes them), and a
 paper-style table on stdout.
 
 Whole utterances are evaluated (no cutting), batched with right padding and a mask: padded

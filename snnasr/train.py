@@ -58,9 +58,9 @@ from tqdm import tqdm
 
 from snnasr import checkpoint as ckpt_io
 from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
-from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint, fingerprint_changes
-from snnasr.config import Config, config_from_dict, load_config, save_config
-from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
+from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint
+from snnasr.config import Config, load_config, save_config
+from snnasr.io import DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 from snnasr.tensorboard_log import open_board
 from snnasr.utterance import UtterancePool
@@ -297,24 +297,6 @@ class _Log:
             f.write(line + "\n")
 
 
-def _comparable(config: dict) -> dict:
-    config = json.loads(json.dumps(config))
-    config["train"].pop("epochs", None)
-    config.pop("log", None)  # where the numbers are shown does not change them
-    return config
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def _items(dataset) -> Iterator:
     for i in range(len(dataset)):
         yield dataset[i]
@@ -357,19 +339,8 @@ def fit(
         )
     fingerprint = {"train": data_fingerprint(train_data), "dev": data_fingerprint(dev_data)}
     ckpt = ckpt_io.load_checkpoint(last) if last is not None else None
-    if ckpt is not None:
-        if (ckpt["n_in"], ckpt["n_out"]) != (n_in, n_out):
-            raise DataError(
-                f"{last}: model has {ckpt['n_in']} inputs and {ckpt['n_out']} outputs but the data "
-                f"has {n_in} and {n_out}; resume with the data it was trained on or use another --exp"
-            )
-        diff = _differences(_comparable(asdict(config_from_dict(ckpt["config"]))), _comparable(asdict(cfg)))
-        if diff:
-            raise ConfigError(
-                f"{exp_dir}: config differs from the run being resumed in {', '.join(diff)}; "
-                f"pass the same --config/overrides (only train.epochs may change)"
-            )
-        _check_same_data(exp_dir, last, ckpt.get("data"), fingerprint)
+    if last is not None and ckpt is not None:
+        ckpt_io.check_resumable(exp_dir, last, ckpt, asdict(cfg), n_in, n_out, fingerprint)
 
     train = pack(_items(train_data), n_out).to(dev)
     devset = pack(_items(dev_data), n_out).to(dev)
@@ -412,7 +383,7 @@ def fit(
     _write_metrics(exp_dir, metrics)
     if epoch >= tc.epochs:
         log(f"already trained {epoch} epochs (train.epochs={tc.epochs}); nothing to do")
-        _mark_finished(exp_dir, tc.epochs)
+        ckpt_io.mark_finished(exp_dir, tc.epochs)
         return metrics
 
     def checkpoint(path: Path, **position: Any) -> None:
@@ -552,37 +523,11 @@ def fit(
                 board.epoch(row, model, (x, mask))
     if board is not None:
         board.close()
-    _mark_finished(exp_dir, tc.epochs)
+    ckpt_io.mark_finished(exp_dir, tc.epochs)
     log(
         f"best dev {'utterance' if task else 'frame'} accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}"
     )
     return metrics
-
-
-def _mark_finished(exp_dir: Path, epochs: int) -> None:
-    """Record in model.pt that training ran all ``epochs``: evaluations of it are final, not partial."""
-    path = exp_dir / ckpt_io.MODEL
-    if not path.is_file():
-        return
-    blob = ckpt_io.load(path, "model", "re-train it", ("epoch",), weights_only=True)
-    if blob.get("finished") and blob.get("epochs") == epochs:
-        return
-    blob.update(finished=True, epochs=epochs)
-    ckpt_io.save(path, blob)
-
-
-def _check_same_data(exp_dir: Path, last: Path | None, saved: dict | None, now: dict) -> None:
-    """Refuse to resume on data other than the run was trained on (one line: what changed)."""
-    if saved is None:
-        click.echo(f"snnasr train: warning: {last} records no data fingerprint (older snnasr); not checked", err=True)
-        return
-    for role in ("train", "dev"):
-        changes = fingerprint_changes(saved.get(role, {}), now[role])
-        if changes:
-            raise DataError(
-                f"{exp_dir}: the {role} data changed since {last.name if last else 'the last checkpoint'} was written ({'; '.join(changes)}); "
-                f"recompute the features with the run's options, or train a new run with --exp NAME"
-            )
 
 
 def _diverged(exp_dir: Path, epoch: int, step: int, n: int) -> SnnasrError:

@@ -864,3 +864,35 @@ def test_labels_of_an_unknown_utterance_are_refused(tmp_path):
         DataError, match=r"labels_phone48.scp: labels for 1 utterances that are not in feats.scp \(e.g. zz_stranger\)"
     ):
         UtteranceDataset(data)
+
+
+def test_no_hidden_draw_from_the_global_rng():
+    """Exact resume compares runs in different processes: a one-time check drawing from the
+    global RNG (oneDNN's self-test once did) shifts the first run of a process only."""
+    from snnasr.models import gemm
+
+    gemm._onednn_works.cache_clear()
+    before = torch.get_rng_state()
+    gemm._onednn_works()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_an_ignored_sigint_stays_ignored_and_sigterm_requests_a_stop():
+    import os
+    import signal
+
+    from snnasr.runtime import deferred_stop
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job
+    try:
+        with deferred_stop() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            stop.check()  # nothing requested
+            os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(KeyboardInterrupt):
+                stop.check()
+            assert stop.requested == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous)

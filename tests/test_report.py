@@ -130,3 +130,14 @@ def test_explicit_runs_and_errors(tmp_path):
     empty.mkdir()
     result = CliRunner().invoke(cli, ["report", "-d", str(empty)])
     assert result.exit_code == 1 and isinstance(result.exception, DataError)
+
+
+def test_lstm_without_encoder_shares_the_table_of_snns_with_a_counted_encoder():
+    from snnasr.report import table_caption, table_key
+
+    lstm, snn = fake_result("l", "lstm", 0.8), fake_result("p", "proposed", 0.78)
+    lstm["ops"]["encoder"], snn["ops"]["encoder"] = "none", "counted"
+    assert table_key(lstm) == table_key(snn)
+    assert "encoder counted" in table_caption(snn) and "silence frames included" in table_caption(snn)
+    snn["ops"]["encoder"] = "free"
+    assert table_key(lstm) != table_key(snn)
