@@ -210,6 +210,18 @@ def prep_kaldi(data_dir: Path, ali_dir: Path, lang_dir: Path | None, targets: st
     _echo_counts("labelled utterances", counts)
 
 
+@prep.command("lhotse")
+@click.argument("recordings", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("supervisions", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "set_name", required=True, help="Name of the data dir to write (data/<set>).")
+@RECIPE_DIR
+def prep_lhotse(recordings: Path, supervisions: Path, set_name: str, recipe_dir: Path) -> None:
+    """A data dir from Lhotse RecordingSet + SupervisionSet manifests (phone alignments too)."""
+    from snnasr.lhotse_io import prepare_lhotse
+
+    _echo_counts(f"data/{set_name}", prepare_lhotse(recordings, supervisions, recipe_dir, set_name))
+
+
 @prep.command("yesno")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @bad_utterance_options
@@ -352,6 +364,7 @@ def features(
 @click.option("--exp", "exp_name", default=None, help="Run name under exp/ (default: the arch).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this run.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
+@click.option("--tensorboard", is_flag=True, help="Also log to exp/<run>/tensorboard/ (log.tensorboard=true).")
 @click.argument("overrides", nargs=-1)
 @RECIPE_DIR
 def train(
@@ -360,6 +373,7 @@ def train(
     exp_name: str | None,
     resume: bool,
     device: str | None,
+    tensorboard: bool,
     overrides: tuple[str, ...],
     recipe_dir: Path,
 ) -> None:
@@ -373,7 +387,7 @@ def train(
         exp_name=exp_name,
         resume=resume,
         device=device,
-        overrides=overrides,
+        overrides=(*overrides, "log.tensorboard=true") if tensorboard else overrides,
     )
 
 
@@ -497,10 +511,57 @@ def bench(
     )
 
 
+@cli.command()
+@click.argument("exp", type=click.Path(path_type=Path))
+@click.option("--set", "set_name", default="test", show_default=True)
+@click.option("--utt", required=True, help="Utterance id (a key of the set's feats.scp).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG to write (default: <exp>/plots/<set>_<utt>.png).",
+)
+@RECIPE_DIR
+def plot(exp: Path, set_name: str, utt: str, out: Path | None, recipe_dir: Path) -> None:
+    """One utterance: features, each layer's spikes, posteriorgram, reference vs decoded segments."""
+    from snnasr.utt_plot import plot_utterance
+
+    click.echo(f"wrote {plot_utterance(exp, recipe_dir, set_name, utt, out)}")
+
+
+@cli.group(cls=OrderedGroup)
+def export() -> None:
+    """Export a trained model or a data dir to other toolkits' formats."""
+
+
+@export.command("nir")
+@click.argument("exp", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dt", type=float, default=0.01, show_default=True, help="Time step in seconds (the frame shift), in metadata."
+)
+@RECIPE_DIR
+def export_nir_(exp: Path, out: Path, dt: float, recipe_dir: Path) -> None:
+    """EXP's SNN as a NIR graph (HDF5) for neuromorphic hardware; refuses what NIR cannot express."""
+    from snnasr.nir_export import export_nir
+
+    _echo_counts(f"wrote {out}", export_nir(exp, out, recipe_dir=recipe_dir, dt=dt))
+
+
+@export.command("lhotse")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+def export_lhotse_(data_dir: Path, out_dir: Path) -> None:
+    """DATA_DIR as Lhotse manifests in OUT_DIR: <set>_recordings / <set>_supervisions .jsonl.gz."""
+    from snnasr.lhotse_io import export_lhotse
+
+    _echo_counts(f"wrote {out_dir / data_dir.name}_*.jsonl.gz", export_lhotse(data_dir, out_dir))
+
+
 def _stage_name(argv: list[str]) -> str:
     """The (sub)command words of argv, e.g. 'prep timit', to prefix error lines."""
     words = [a for a in argv[:2] if not a.startswith("-")]
-    if words[:1] != ["prep"]:
+    if words[:1] not in (["prep"], ["export"]):
         words = words[:1]
     return " ".join(words) or "snnasr"
 

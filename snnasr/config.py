@@ -242,6 +242,13 @@ def _default_model() -> ModelConfig:
 
 
 @dataclass
+class LogConfig:
+    # TensorBoard event files under exp/<run>/tensorboard/ (needs the [tensorboard] extra);
+    # metrics.jsonl is written either way and stays the record.
+    tensorboard: bool = False
+
+
+@dataclass
 class Config:
     """``task``: ``frame`` (a label per frame) or ``utterance`` (one label per utterance, the
     readout pooled as ``utterance`` says)."""
@@ -251,6 +258,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     task: str = "frame"
     utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = 1
 
     def check(self) -> Config:

@@ -62,6 +62,7 @@ from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint
 from snnasr.config import Config, load_config, save_config
 from snnasr.io import DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
+from snnasr.tensorboard_log import open_board
 from snnasr.utterance import UtterancePool
 
 
@@ -351,6 +352,7 @@ def fit(
     save_config(cfg, exp_dir / "config.yaml")
     log = _Log(exp_dir / "train.log")
     log(f"# {shlex.join(sys.argv)}")
+    board = open_board(exp_dir, cfg.log.tensorboard)
 
     seed_everything(cfg.seed)
     model = ckpt_io.build_model(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
@@ -516,6 +518,11 @@ def fit(
             (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
             _write_metrics(exp_dir, metrics)
             log(_summary_line(row, tc.epochs, lr_used, lr))
+            if board is not None:
+                x, _, mask = dev_batches[0].gather(devset)
+                board.epoch(row, model, (x, mask))
+    if board is not None:
+        board.close()
     ckpt_io.mark_finished(exp_dir, tc.epochs)
     log(
         f"best dev {'utterance' if task else 'frame'} accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}"

@@ -8,7 +8,6 @@ compute_cmvn_stats.sh writes), Kaldi's real alignments are imported with ``prep 
 
 from __future__ import annotations
 
-import gzip
 import shutil
 from pathlib import Path
 
@@ -16,23 +15,20 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from yesno_fixture import DATA, KALDI_LANG, yesno_with_alignments
 
 from snnasr.cli import cli
 from snnasr.data.datadir import read_table
 from snnasr.data.yesno import prepare_yesno
 from snnasr.features import FeatureOptions, make_features
 from snnasr.io import DataError
-from snnasr.kaldi.ark import read_mat_scp, read_vec_int_ark, write_mat_ark_scp
+from snnasr.kaldi.ark import read_mat_scp, write_mat_ark_scp
 from snnasr.kaldi.feats import adopt_kaldi_features
-
-DATA = Path(__file__).parent / "data" / "kaldi_yesno"
-MODEL = DATA / "exp" / "mono" / "40.mdl"
 
 
 def kaldi_recipe(root: Path, compress: str = "CM") -> Path:
     """``root/data/train_yesno`` as a Kaldi user has it: feats.scp (compressed), cmvn.scp, utt2spk; no conf/."""
-    prepare_yesno(DATA, root)
-    data = root / "data" / "train_yesno"
+    data, _ = yesno_with_alignments(root)
     scratch = root / "snnasr_feats"
     shutil.copytree(data, scratch)
     make_features(scratch, FeatureOptions.load(None, ftype="mfcc", deltas=True, cmvn="speaker"))
@@ -41,13 +37,6 @@ def kaldi_recipe(root: Path, compress: str = "CM") -> Path:
     )
     write_mat_ark_scp(read_mat_scp(scratch / "cmvn.scp"), root / "mfcc" / "cmvn.ark", data / "cmvn.scp", np.float64)
     shutil.rmtree(scratch)
-    ali = root / "exp" / "mono_ali"
-    ali.mkdir(parents=True)
-    shutil.copy(MODEL, ali / "final.mdl")
-    alis = dict(read_vec_int_ark(DATA / "exp" / "mono" / "ali.1.gz"))
-    utts = read_table(data / "wav.scp")
-    with gzip.open(ali / "ali.1.gz", "wt") as f:
-        f.writelines(f"{u} {' '.join(map(str, alis[u]))}\n" for u in utts)
     return data
 
 
@@ -62,7 +51,7 @@ def test_compressed_kaldi_feats_train_after_prep_kaldi(tmp_path: Path) -> None:
     result = runner.invoke(
         cli,
         ["prep", "kaldi", "--data", str(data), "--ali", str(tmp_path / "exp" / "mono_ali")]
-        + ["--lang", str(DATA / "data" / "lang"), "-d", str(tmp_path)],
+        + ["--lang", str(KALDI_LANG), "-d", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
     assert "kaldi_feats 2" in result.output

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from snnasr.io import ConfigError
 from snnasr.models import LayerSpec, build
-from snnasr.models.lif import LIFParams, LIFState, lif_step
+from snnasr.models.lif import LIFParams, LIFState, lif_reset_zero_step, lif_step
 from snnasr.models.proposed import GatedParams, GatedSpikingLayer, GatedState, gated_step
 from snnasr.models.registry import get_arch, model_config
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, quant_scale, quantize
@@ -60,6 +60,20 @@ def test_lif_step_by_hand():
         state.membrane,
         torch.tensor([[3.25 - 3 * delta + 0.875 + 0.4375, 3.1 - 3 * delta + 6.6 - 3 * delta]], dtype=torch.float64),
     )
+
+
+def test_lif_reset_to_zero_by_hand():
+    # b=1 (binary), R=2: Δ = 1/0.9999, fires when v' >= Δ; reset: zero sets v to 0 where it fired.
+    cfg, rng = _frozen(1, 0, 2.0)
+    decay = torch.tensor([0.5], dtype=torch.float64)
+    state = LIFState(torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64), rng)
+    fired = []
+    for j in (0.6, 0.2, 0.9, 0.0):
+        s, state = lif_reset_zero_step((torch.tensor([[j]], dtype=torch.float64),), state, LIFParams(decay, cfg), None)
+        fired.append(_levels(s, rng, cfg)[0][0])
+    # I = .6, .5, 1.15, .575; v' = .6, 1.1 (fires -> 0), 1.15 (fires -> 0), .575
+    assert fired == [0, 1, 1, 0]
+    assert torch.allclose(state.membrane, torch.tensor([[0.575]], dtype=torch.float64))
 
 
 def test_gated_step_by_hand():

@@ -6,7 +6,10 @@ Per layer, input ``x`` ``[T, B, F]``, width H, state ``(I, v)`` of shape ``[B, H
     I_t  = J_t + β ⊙ I_{t-1}          β ∈ [0, 1]^H per neuron, learnable (init: see below)
     v'_t = v_{t-1} + I_t              no membrane leak (as the seed's code)
     s_t  = Q(v'_t)                    multi-bit spike; fires when |v'| >= (k+1)Δ
-    v_t  = v'_t - s_t                 soft reset by subtracting what was emitted
+    v_t  = v'_t - s_t                 soft reset by subtracting what was emitted (``reset: subtract``)
+    v_t  = v'_t ⊙ 1[s_t = 0]          or reset to 0 where it fired (``reset: zero``, as NIR's
+                                      neurons reset: with ``n_bits: 1`` and no input encoder
+                                      the layer is exactly NIR Affine → LI/I → IF, see nir_export)
 
 ``m`` is the time-shared dropout mask (training only).  Output: ``s`` ``[T, B, H]``.
 
@@ -52,6 +55,8 @@ from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
 from snnasr.ops import OpSpec
 
+RESETS = ("subtract", "zero")
+
 
 @dataclass
 class LIFConfig(MultiBitConfig):
@@ -60,14 +65,19 @@ class LIFConfig(MultiBitConfig):
     Initial per-neuron synaptic decay β, kept in [0, 1]: lif_decay_init for every neuron
     (default 0.9), or U[lif_decay_init, lif_decay_init_max] when that is set.  The official
     code's exact setting is lif_decay_init: 1.0 (the module docstring says why it is not the
-    default).
+    default).  ``reset``: after a spike the membrane loses what it emitted (``subtract``, the
+    seed) or is set to 0 (``zero``, NIR's reset: with ``n_bits: 1`` and ``input_encoding: none``
+    the model exports to NIR exactly).
     """
 
     lif_decay_init: float = 0.9
     lif_decay_init_max: float | None = None
+    reset: str = "subtract"
 
     def check(self) -> None:
         super().check()
+        if self.reset not in RESETS:
+            raise ConfigError(f"model.reset={self.reset!r}: choose one of {', '.join(RESETS)}")
         if not 0.0 <= self.lif_decay_init <= 1.0:
             raise ConfigError(f"model.lif_decay_init={self.lif_decay_init}: must be in [0, 1]")
         hi = self.lif_decay_init_max
@@ -88,12 +98,23 @@ class LIFParams(NamedTuple):
     quant: QuantConfig
 
 
-def lif_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask) -> tuple[Tensor, LIFState]:
-    """One frame: drive ``x = (J_t,)`` ``[B, H]`` and state in, ``(s_t, new state)`` out; no mutation."""
+def _integrate(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask):  # type: ignore[no-untyped-def]
     i = torch.addcmul(x[0], params.decay, state.current)
     v = state.membrane + i
     s, rng = spike_step(v, state.range, m, params.quant)
+    return i, v, s, rng
+
+
+def lif_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask) -> tuple[Tensor, LIFState]:
+    """One frame: drive ``x = (J_t,)`` ``[B, H]`` and state in, ``(s_t, new state)`` out; no mutation."""
+    i, v, s, rng = _integrate(x, state, params, m)
     return s, LIFState(i, v - s, rng)
+
+
+def lif_reset_zero_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m: StepMask) -> tuple[Tensor, LIFState]:
+    """:func:`lif_step` with ``reset: zero``: the membrane of a neuron that fired is set to 0."""
+    i, v, s, rng = _integrate(x, state, params, m)
+    return s, LIFState(i, torch.where(s != 0, torch.zeros_like(v), v), rng)
 
 
 def _lif_kernel(inputs: tuple[Tensor], state0: LIFState, params: LIFParams, masks: list[StepMask]):  # type: ignore[no-untyped-def]
@@ -103,6 +124,8 @@ def _lif_kernel(inputs: tuple[Tensor], state0: LIFState, params: LIFParams, mask
 
 
 LIF = Cell("lif", lif_step, _lif_kernel)
+# No fused kernel: its hand-derived backward is for reset by subtraction; scan runs this eagerly.
+LIF_RESET_ZERO = Cell("lif-reset-zero", lif_reset_zero_step)
 
 
 class LIFLayer(nn.Module):
@@ -118,9 +141,11 @@ class LIFLayer(nn.Module):
         decay_init: float,
         quantizer: Quantizer,
         decay_init_max: float | None = None,
+        reset: str = "subtract",
     ) -> None:
         super().__init__()
         self.n_in, self.hidden, self.p = n_in, hidden, dropout
+        self.reset = reset
         self.weight = nn.Parameter(kaiming_uniform_(torch.empty(hidden, n_in)))
         self.norm = make_norm(hidden, batchnorm)
         decay = torch.full((hidden,), float(decay_init))
@@ -148,7 +173,8 @@ class LIFLayer(nn.Module):
             self.decay.clamp_(0.0, 1.0)
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
         params = LIFParams(self.decay, self.quantizer.config())
-        out, state = scan(LIF, (self.drive(x, mask),), self.init_state(x), params, steps, self.scan_options)
+        cell = LIF_RESET_ZERO if self.reset == "zero" else LIF
+        out, state = scan(cell, (self.drive(x, mask),), self.init_state(x), params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
         return out
 
@@ -162,6 +188,7 @@ def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> LIFLayer:
         decay_init=cfg.lif_decay_init,
         decay_init_max=cfg.lif_decay_init_max,
         quantizer=multibit_quantizer(cfg),
+        reset=cfg.reset,
     )
 
 
