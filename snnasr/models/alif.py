@@ -45,6 +45,7 @@ from snnasr.config import SURROGATES, ModelConfig, _choice
 from snnasr.io import ConfigError
 from snnasr.models.layers import dropout_mask, make_norm
 from snnasr.models.registry import Arch, LayerSpec
+from snnasr.models.scan import plain_cell, scan
 from snnasr.models.spikes import spike
 from snnasr.ops import OpSpec
 
@@ -127,6 +128,9 @@ def alif_step(j: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFS
     return s, ALIFState(u, b, s)
 
 
+ALIF = plain_cell("alif", alif_step)
+
+
 def multi_normal(n: int, groups: Groups, generator: torch.Generator | None = None) -> Tensor:
     """``n`` values in contiguous, as-equal-as-possible groups, group g drawn from N(mean_g, sd_g)."""
     sizes = [len(c) for c in torch.arange(n).tensor_split(len(groups))]
@@ -193,13 +197,8 @@ class ALIFLayer(nn.Module):
         m = dropout_mask(x, self.hidden, self.p, self.training)
         if m is not None:
             j = j * m
-        p = self.params()
-        state = self.init_state(x)
-        out = []
-        for j_t in j.unbind(0):
-            s, state = alif_step(j_t, state, p)
-            out.append(s)
-        return torch.stack(out)
+        out, _ = scan(ALIF, (j,), self.init_state(x), self.params(), [None] * j.shape[0])
+        return out
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ALIFLayer:

@@ -115,6 +115,13 @@ class Cell(NamedTuple):
     kernel: Callable[..., tuple[Kernel, tuple, Callable]] | None = None
 
 
+def plain_cell(name: str, step: Callable[[Tensor, Any, Any], tuple[Tensor, Any]]) -> Cell:
+    """A :class:`Cell` for ``step(x_t, state, params)``: one input and no per-step mask (binary
+    spikes, no range quantiser; ALIF, ScSr).  It has no fused kernel yet, so every backend runs it
+    eagerly; scan it with ``masks=[None] * T``."""
+    return Cell(name, lambda x, state, params, m: step(x[0], state, params))
+
+
 class ScanMasks(NamedTuple):
     """A batch's padding as the loops need it, computed once (one host sync) per batch."""
 
@@ -149,7 +156,7 @@ def _detach(state: Any) -> Any:
 
 
 def eager_scan(
-    cell: Cell, inputs: tuple[Tensor, ...], state: Any, params: Any, masks: list[StepMask], tbptt: int = 0
+    cell: Cell, inputs: tuple[Tensor, ...], state: Any, params: Any, masks: Sequence[StepMask | None], tbptt: int = 0
 ) -> tuple[Tensor, Any]:
     """The reference: ``cell.step`` frame by frame under autograd; ``[T, B, H]`` outputs, final state."""
     out = []
@@ -212,7 +219,7 @@ def scan(
     inputs: tuple[Tensor, ...],
     state0: Any,
     params: Any,
-    masks: list[StepMask],
+    masks: Sequence[StepMask | None],
     options: ScanOptions = DEFAULT_OPTIONS,
 ) -> tuple[Tensor, Any]:
     """Run ``cell`` over time: ``inputs`` ``[T, B, *]`` tensors, ``masks`` from :func:`step_masks`.

@@ -50,6 +50,7 @@ from snnasr.config import SURROGATES, ModelConfig, _choice
 from snnasr.io import ConfigError
 from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
 from snnasr.models.registry import Arch, LayerSpec
+from snnasr.models.scan import plain_cell, scan
 from snnasr.models.spikes import spike
 from snnasr.ops import OpSpec
 
@@ -109,6 +110,9 @@ def scsr_step(i: Tensor, state: ScSrState, p: ScSrParams) -> tuple[Tensor, ScSrS
     return s, ScSrState(u, s)
 
 
+SCSR = plain_cell("scsr", scsr_step)
+
+
 class ScSrLayer(nn.Module):
     """``forward(x [T, B, F], mask [T, B]) -> spikes [T, B, H]`` (binary)."""
 
@@ -160,13 +164,8 @@ class ScSrLayer(nn.Module):
         m = dropout_mask(x, self.hidden, self.p, self.training)
         if m is not None:
             i = i * m
-        p = self.params()
-        state = self.init_state(x)
-        out = []
-        for i_t in i.unbind(0):
-            s, state = scsr_step(i_t, state, p)
-            out.append(s)
-        return torch.stack(out)
+        out, _ = scan(SCSR, (i,), self.init_state(x), self.params(), [None] * i.shape[0])
+        return out
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ScSrLayer:
