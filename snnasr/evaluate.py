@@ -233,11 +233,7 @@ def _decoded_per(
     edits = decodemod.score([ref_seq(y) for y in refs.values()], hyps, silence)
     return {
         "level": score,
-        "per": edits.rate,
-        "substitutions": edits.substitutions,
-        "deletions": edits.deletions,
-        "insertions": edits.insertions,
-        "ref_phones": edits.ref_length,
+        **edits.as_result(),
         "decoder": "phone loop + bigram LM (snnasr.decode)",
         "min_dur": min_dur,
         "acwt": acwt,
@@ -477,11 +473,7 @@ def _score_frames(
         "per": decoded,
         "collapse_per": {
             "level": score,
-            "per": edits.rate,
-            "substitutions": edits.substitutions,
-            "deletions": edits.deletions,
-            "insertions": edits.insertions,
-            "ref_phones": edits.ref_length,
+            **edits.as_result(),
             "smooth_window": smooth_window,
             "silence_dropped": [s for s in lang.silence if s in lang.index(score)],
         },

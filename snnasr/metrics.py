@@ -40,6 +40,16 @@ class EditCounts:
         """(S + D + I) / N; NaN when the reference is empty (nothing to score)."""
         return self.errors / self.ref_length if self.ref_length else float("nan")
 
+    def as_result(self) -> dict[str, float | int]:
+        """The fields ``results.json`` stores for a PER: rate and the S/D/I/N counts behind it."""
+        return {
+            "per": self.rate,
+            "substitutions": self.substitutions,
+            "deletions": self.deletions,
+            "insertions": self.insertions,
+            "ref_phones": self.ref_length,
+        }
+
     def __add__(self, other: EditCounts) -> EditCounts:
         return EditCounts(
             self.substitutions + other.substitutions,
