@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from snnasr.config import SURROGATES, ModelConfig, _choice
 from snnasr.io import ConfigError
-from snnasr.models.layers import dropout_mask, make_norm
+from snnasr.models.layers import drop_drive, make_norm
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import plain_cell, scan
 from snnasr.models.spikes import spike
@@ -194,9 +194,7 @@ class ALIFLayer(nn.Module):
             self.tau_m.clamp_(min=self.tau_min)
             self.tau_adp.clamp_(min=self.tau_min)
         j = self.norm(F.linear(x, self.weight, self.bias), mask)
-        m = dropout_mask(x, self.hidden, self.p, self.training)
-        if m is not None:
-            j = j * m
+        j = drop_drive(j, self.hidden, self.p, self.training)
         out, _ = scan(ALIF, (j,), self.init_state(x), self.params(), [None] * j.shape[0])
         return out
 

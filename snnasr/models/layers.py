@@ -49,6 +49,13 @@ def dropout_mask(x: Tensor, hidden: int, p: float, training: bool) -> Tensor | N
     return torch.bernoulli(keep) / (1 - p)
 
 
+def drop_drive(j: Tensor, hidden: int, p: float, training: bool) -> Tensor:
+    """``m ⊙ j`` for a layer's drive ``j`` ``[T, B, hidden]``, ``m`` from :func:`dropout_mask`
+    (one mask per sequence, shared over time); ``j`` itself when there is no dropout."""
+    m = dropout_mask(j, hidden, p, training)
+    return j if m is None else j * m
+
+
 class _ContiguousGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]

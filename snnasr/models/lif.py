@@ -49,7 +49,7 @@ from snnasr.io import ConfigError
 from snnasr.models.bptt import LIFKernel
 from snnasr.models.encoding import input_encoder, multibit_quantizer
 from snnasr.models.gemm import linear
-from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.layers import drop_drive, kaiming_uniform_, make_norm
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
@@ -165,8 +165,7 @@ class LIFLayer(nn.Module):
     def drive(self, x: Tensor, mask: Tensor) -> Tensor:
         """``J = m ⊙ BN(W x)`` for all frames ``[T, B, H]``."""
         j = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager"), mask)
-        m = dropout_mask(x, self.hidden, self.p, self.training)
-        return j if m is None else j * m
+        return drop_drive(j, self.hidden, self.p, self.training)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         with torch.no_grad():

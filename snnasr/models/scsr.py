@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from snnasr.config import SURROGATES, ModelConfig, _choice
 from snnasr.io import ConfigError
-from snnasr.models.layers import dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.layers import drop_drive, kaiming_uniform_, make_norm
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import plain_cell, scan
 from snnasr.models.spikes import spike
@@ -161,9 +161,7 @@ class ScSrLayer(nn.Module):
             self.tau_m.clamp_(*self.tau_range)
             self.gain.clamp_(*self.gain_range)
         i = self.norm(F.linear(x, self.weight), mask)
-        m = dropout_mask(x, self.hidden, self.p, self.training)
-        if m is not None:
-            i = i * m
+        i = drop_drive(i, self.hidden, self.p, self.training)
         out, _ = scan(SCSR, (i,), self.init_state(x), self.params(), [None] * i.shape[0])
         return out
 
