@@ -2,7 +2,9 @@
 # The demo's lever sweep (README, "Levers"): one training run per line of a sweep file, each
 # evaluated on dev (the set settings are chosen on), then one `snnasr report` over them all.
 #
-#   ./sweep.sh sweep_proposed.txt            # from recipes/demo, after `make .stamps/features`
+#   OMP_NUM_THREADS=1 ./sweep.sh sweep_levers.txt    # from recipes/demo, after `make .stamps/features`
+#
+# (one torch thread: on a shared or busy 2-core machine two threads run 5-20x slower).
 #
 # A sweep-file line is `<run> <config> [key=value ...]`: exp/<run> trained with
 # conf/train_<config>.yaml (architecture = <config> up to its first "_") plus the overrides;
@@ -16,6 +18,8 @@ SNNASR=${SNNASR:-snnasr}
 EVAL_SET=${EVAL_SET:-dev}
 [ $# -ge 1 ] || { echo "usage: $0 SWEEP_FILE [OUT_DIR]" >&2; exit 2; }
 sweep=$1
+[ -f "$sweep" ] || { echo "sweep.sh: $sweep: no such sweep file; give one such as sweep_levers.txt" >&2; exit 2; }
+[ -f .stamps/features ] || { echo "sweep.sh: no features in $PWD; run make .stamps/features first" >&2; exit 2; }
 out=${2:-exp/$(basename "${sweep%.*}")}
 runs=()
 while read -r run conf overrides; do
