@@ -5,6 +5,7 @@ tests: they check that every stage produced its files and that the report holds 
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,20 @@ def test_demo_small_end_to_end(tmp_path):
     # Re-running is a no-op: every stage is stamped.
     again = _make(recipe, "SMALL=1")
     assert "snnasr train" not in again.stdout
+    # sweep.sh (README "Levers"): each line trained with its overrides, scored on dev, one report.
+    (recipe / "tiny.txt").write_text("# a comment\nsw_tiny lstm train.epochs=1 model.hidden=8 train.curriculum=100*1\n")
+    sweep = ["bash", "sweep.sh", "tiny.txt"]
+    env = {**os.environ, "SNNASR": str(SNNASR)}
+    out = subprocess.run(sweep, cwd=recipe, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "hidden: 8" in (recipe / "exp" / "sw_tiny" / "config.yaml").read_text()
+    assert "Set `dev`" in (recipe / "exp" / "tiny" / "report.md").read_text()
+    assert "exp/sw_tiny" in out.stdout.split("training seconds per run")[1]
+    # A finished line is skipped on the next call (one timing row), and a missing file is refused.
+    subprocess.run(sweep, cwd=recipe, env=env, check=True, capture_output=True, timeout=600)
+    assert len((recipe / "exp" / "sweep_times.tsv").read_text().splitlines()) == 1
+    bad = subprocess.run(["bash", "sweep.sh", "nothere.txt"], cwd=recipe, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "no such sweep file" in bad.stderr
 
 
 def test_yesno_recipe_real_kaldi_alignments(tmp_path):

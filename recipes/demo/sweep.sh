@@ -14,6 +14,7 @@
 # (summed from its metrics.jsonl; on a shared machine compare only runs made under one load).
 # SNNASR=/path/to/snnasr if it is not on PATH; EVAL_SET=test scores the chosen runs on test.
 set -euo pipefail
+set -f  # overrides such as train.curriculum=100*1 are words, not file patterns
 SNNASR=${SNNASR:-snnasr}
 EVAL_SET=${EVAL_SET:-dev}
 [ $# -ge 1 ] || { echo "usage: $0 SWEEP_FILE [OUT_DIR]" >&2; exit 2; }
