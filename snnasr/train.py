@@ -46,7 +46,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from snnasr import checkpoint as ckpt_io
-from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
+from snnasr.batching import BucketBatchSampler, Minibatch, batch_loader, curriculum_max_len, epoch_plan
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint
 from snnasr.config import Config, load_config, save_config
 from snnasr.io import DataError, SnnasrError, remove_stale_temporaries, write_text
@@ -195,14 +195,13 @@ def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> t
 
 def _forward_stats(
     model: torch.nn.Module,
-    batch: Batch,
-    data: Packed,
+    batch: Minibatch,
     task: UtterancePool | None = None,
     activity_reg: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int, torch.Tensor | None]:
     """Sums of one minibatch and the activity penalty; ``task`` None = frame labels, else
     utterance pooling (loss and accuracy per utterance: ``units`` counts what they are per)."""
-    x, y, mask = batch.gather(data)
+    x, y, mask = batch.x, batch.y, batch.mask
     out = model(x, mask)
     if task is None:
         loss, correct = masked_loss_correct(out.logits, y)
@@ -220,8 +219,7 @@ def _forward_stats(
 def _train_step(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
-    batch: Batch,
-    data: Packed,
+    batch: Minibatch,
     grad_clip: float,
     activity_reg: float = 0.0,
     task: UtterancePool | None = None,
@@ -234,7 +232,7 @@ def _train_step(
     must not poison the model.  Checking costs one device sync per step.
     """
     buffers = [b.detach().clone() for b in model.buffers()]
-    loss, correct, zeros, widths, units, penalty = _forward_stats(model, batch, data, task, activity_reg)
+    loss, correct, zeros, widths, units, penalty = _forward_stats(model, batch, task, activity_reg)
     opt.zero_grad(set_to_none=True)
     objective = loss if penalty is None else loss + penalty
     (objective / units).backward()
@@ -255,21 +253,22 @@ def _train_step(
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    batches: list[Batch],
-    data: Packed,
+    batches: Iterable[Minibatch],
     check: Callable[[], None] | None = None,
     task: UtterancePool | None = None,
 ) -> dict:
     """Loss, accuracy (per frame, or per utterance with ``task``) and % zeros per layer of
-    ``model`` in eval mode over ``batches``."""
+    ``model`` in eval mode over ``batches`` (e.g. a :func:`snnasr.batching.batch_loader`)."""
     was_training = model.training
     model.eval()
-    totals = Totals.new(data.feats.device)
+    dev = next(model.parameters()).device
+    totals = Totals.new(dev)
     try:
         for batch in batches:
             if check is not None:
                 check()
-            totals.add(*_forward_stats(model, batch, data, task)[:5], frames=batch.n_frames)
+            batch = batch.to(dev)
+            totals.add(*_forward_stats(model, batch, task)[:5], frames=batch.n_frames)
     finally:
         model.train(was_training)
     return totals.summary()
@@ -297,11 +296,6 @@ class _Log:
             f.write(line + "\n")
 
 
-def _items(dataset) -> Iterator:
-    for i in range(len(dataset)):
-        yield dataset[i]
-
-
 def fit(
     cfg: Config,
     train_data,
@@ -313,7 +307,9 @@ def fit(
     """Train ``cfg.model`` on ``train_data``, select on ``dev_data``; return all epochs' metrics.
 
     ``train_data``/``dev_data`` are :class:`snnasr.dataset.UtteranceDataset`-like (``len``,
-    ``[i] -> (uttid, feats [T, D], labels [T])``, ``.dim``, ``.num_classes``, ``.level``).
+    ``[i] -> (uttid, feats [T, D], labels [T])``, ``.lengths``, ``.dim``, ``.num_classes``,
+    ``.level``; ``.piece(i, start, end)`` where it reads less than the whole utterance).
+    They are read batch by batch (:func:`snnasr.batching.batch_loader`, ``train.workers``).
     Each metrics dict has: ``epoch`` (1-based), ``max_len`` (curriculum), ``lr`` (used in the
     epoch), ``loss``/``acc`` (train, per valid frame, accuracy as a fraction), ``dev_loss``,
     ``dev_acc``, ``zero_pct``/``dev_zero_pct`` (% exact zeros of each hidden layer's output over
@@ -342,9 +338,10 @@ def fit(
     if last is not None and ckpt is not None:
         ckpt_io.check_resumable(exp_dir, last, ckpt, asdict(cfg), n_in, n_out, fingerprint)
 
-    train = pack(_items(train_data), n_out).to(dev)
-    devset = pack(_items(dev_data), n_out).to(dev)
-    dev_batches = epoch_batches(devset, tc.eval_max_len, tc.batch_frames, None, dev, tc.batch_size)
+    dev_plan = epoch_plan(dev_data.lengths, tc.eval_max_len, tc.batch_frames, None, tc.batch_size)
+
+    def dev_batches() -> Iterable[Minibatch]:
+        return batch_loader(dev_data, BucketBatchSampler(dev_plan, drop_last=False), tc.workers, dev)
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "checkpoints").mkdir(exist_ok=True)
@@ -359,7 +356,7 @@ def fit(
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     log(
         f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
-        f"train {len(train.lengths)} utts / {train.num_frames} frames, dev {len(devset.lengths)} utts"
+        f"train {len(train_data.lengths)} utts / {sum(train_data.lengths)} frames, dev {len(dev_data.lengths)} utts"
     )
     rows = parameter_counts(model)
     for name, kind, n in rows:
@@ -413,14 +410,15 @@ def fit(
     with deferred_stop() as stop:
         while epoch < tc.epochs:
             max_len = curriculum_max_len(tc.curriculum, epoch)
-            batches = epoch_batches(
-                train, max_len, tc.batch_frames, seed=batch_seed(cfg.seed, epoch), device=dev, batch_size=tc.batch_size
-            )
+            plan = epoch_plan(train_data.lengths, max_len, tc.batch_frames, batch_seed(cfg.seed, epoch), tc.batch_size)
+            sampler = BucketBatchSampler(plan, start=step)
+            n_batches = step + len(sampler)
+            batches = iter(batch_loader(train_data, sampler, tc.workers, dev))
             totals = Totals.new(dev) if partial is None else Totals.from_state(partial, dev)
             start = time.perf_counter()
             model.train()
             bar = tqdm(
-                total=len(batches),
+                total=n_batches,
                 initial=step,
                 desc=f"epoch {epoch + 1}/{tc.epochs}",
                 unit="batch",
@@ -429,9 +427,10 @@ def fit(
                 file=sys.stderr,
             )
             try:
-                while step < len(batches):
+                while step < n_batches:
+                    batch = next(batches).to(dev)
                     stop.check()
-                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip, tc.activity_reg, task=task)
+                    sums = _train_step(model, opt, batch, tc.grad_clip, tc.activity_reg, task=task)
                     if sums is None:  # non-finite loss or gradient: the step was not taken
                         totals.skipped += 1
                         bad_in_a_row += 1
@@ -439,10 +438,10 @@ def fit(
                             raise _diverged(exp_dir, epoch, step, bad_in_a_row)
                     else:
                         bad_in_a_row = 0
-                        totals.add(*sums, frames=batches[step].n_frames)
+                        totals.add(*sums, frames=batch.n_frames)
                     step += 1
                     bar.update(1)
-                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < len(batches):
+                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < n_batches:
                         # Mid-epoch state, as an interrupt writes it: kill -9 loses at most these steps.
                         checkpoint(
                             exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt",
@@ -451,14 +450,14 @@ def fit(
                             partial=totals.state(),
                             elapsed=elapsed + time.perf_counter() - start,
                         )
-                    if interactive and (step % tc.log_every == 0 or step == len(batches)):
+                    if interactive and (step % tc.log_every == 0 or step == n_batches):
                         s = totals.summary()
                         fps = totals.frames / (elapsed + time.perf_counter() - start)
                         bar.set_postfix(loss=f"{s['loss']:.3f}", acc=f"{s['acc']:.3f}", fps=f"{fps:.0f}")
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)  # time the work, not its queueing
                 train_seconds = elapsed + time.perf_counter() - start
-                result = evaluate(model, dev_batches, devset, check=stop.check, task=task)
+                result = evaluate(model, dev_batches(), check=stop.check, task=task)
             except KeyboardInterrupt:
                 bar.close()
                 path = exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt"
@@ -466,7 +465,7 @@ def fit(
                     path, epoch=epoch, step=step, partial=totals.state(), elapsed=elapsed + time.perf_counter() - start
                 )
                 log(
-                    f"interrupted in epoch {epoch + 1} after minibatch {step}/{len(batches)}; wrote {path}; "
+                    f"interrupted in epoch {epoch + 1} after minibatch {step}/{n_batches}; wrote {path}; "
                     f"continue with --resume"
                 )
                 raise
@@ -519,8 +518,8 @@ def fit(
             _write_metrics(exp_dir, metrics)
             log(_summary_line(row, tc.epochs, lr_used, lr))
             if board is not None:
-                x, _, mask = dev_batches[0].gather(devset)
-                board.epoch(row, model, (x, mask))
+                first = next(iter(dev_batches())).to(dev)
+                board.epoch(row, model, (first.x, first.mask))
     if board is not None:
         board.close()
     ckpt_io.mark_finished(exp_dir, tc.epochs)

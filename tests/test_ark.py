@@ -16,10 +16,14 @@ import pytest
 
 from snnasr.io import DataError
 from snnasr.kaldi.ark import (
+    load_mat_entry,
+    load_mat_rows,
+    mat_shape,
     read_mat_ark,
     read_mat_scp,
     read_vec_int_ark,
     read_vec_int_scp,
+    scp_entries,
     write_mat_ark_scp,
     write_vec_int_ark_scp,
 )
@@ -100,6 +104,17 @@ def test_every_matrix_kind_matches_the_independent_decoder(name: str, in_fixture
             assert got[key].dtype == (np.float64 if kind == "DM" else np.float32)
             scale = max(float(np.abs(want).max()), 1.0)
             np.testing.assert_allclose(got[key], want, rtol=0, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize("name", [*KINDS, "auto"])
+def test_shapes_from_headers_and_entries_read_on_demand(name: str, in_fixtures: None) -> None:
+    """The lazy dataset's index: header-only shapes and one-entry reads agree with a full read."""
+    full = dict(read_mat_scp(f"{name}.scp"))
+    for key, rxfile, n in scp_entries(f"{name}.scp"):
+        assert mat_shape(rxfile, f"{name}.scp:{n}", key) == full[key].shape
+        np.testing.assert_array_equal(load_mat_entry(rxfile, f"{name}.scp:{n}", key), full[key])
+        for start, end in ((0, 1), (1, 3), (2, full[key].shape[0]), (3, 3)):
+            np.testing.assert_array_equal(load_mat_rows(rxfile, "x", key, start, end), full[key][start:end])
 
 
 @pytest.mark.parametrize("name, step", [("cm", 1 / 64), ("cm2", 1 / 65535), ("cm3", 1 / 255), ("auto", 1 / 64)])
