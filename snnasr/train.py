@@ -57,10 +57,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from snnasr import checkpoint as ckpt_io
+from snnasr import distributed
 from snnasr.batching import BucketBatchSampler, Minibatch, batch_loader, curriculum_max_len, epoch_plan
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint
 from snnasr.config import Config, load_config, save_config
-from snnasr.io import DataError, SnnasrError, remove_stale_temporaries, write_text
+from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 from snnasr.tensorboard_log import open_board
 from snnasr.utterance import UtterancePool
@@ -168,6 +169,27 @@ class Totals:
             "skipped": self.skipped,
         }
 
+    def merged(self, group: distributed.Group) -> Totals:
+        """The sums over every rank of ``group`` (this one alone in one process).
+
+        Gathered as objects, not all-reduced: a rank with no dev batch has no zero counts yet.
+        Skipped steps are not added: every rank skips the same steps.
+        """
+        if not group.active:
+            return self
+        states = distributed.gather(self.state(), group)
+        zeros = [s["zeros"] for s in states if s["zeros"] is not None]
+        total = {
+            "loss": sum(s["loss"] for s in states),
+            "correct": sum(s["correct"] for s in states),
+            "frames": sum(s["frames"] for s in states),
+            "units": sum(s["units"] for s in states),
+            "zeros": [sum(z) for z in zip(*zeros)] if zeros else None,
+            "widths": next((s["widths"] for s in states if s["widths"]), []),
+            "skipped": self.skipped,
+        }
+        return Totals.from_state(total, self.loss.device)
+
     @classmethod
     def from_state(cls, state: dict, device: torch.device) -> Totals:
         t = cls.new(device)
@@ -223,9 +245,14 @@ def _train_step(
     grad_clip: float,
     activity_reg: float = 0.0,
     task: UtterancePool | None = None,
+    group: distributed.Group = distributed.SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int] | None:
     """One optimiser step on the mean loss per frame (per utterance with ``task``; + activity
     penalty); returns the sums for :class:`Totals`.
+
+    In a process group (``model`` a DistributedDataParallel) the mean is over the global batch:
+    each rank divides its sum by the global count over ``world``, and DDP averages the ranks'
+    gradients, which gives the single-process gradient of all ranks' batches together.
 
     Returns None, having changed nothing (weights, optimiser state, buffers such as BN running
     stats and quantiser ranges), when the loss or a gradient is not finite: one bad minibatch
@@ -235,10 +262,11 @@ def _train_step(
     loss, correct, zeros, widths, units, penalty = _forward_stats(model, batch, task, activity_reg)
     opt.zero_grad(set_to_none=True)
     objective = loss if penalty is None else loss + penalty
-    (objective / units).backward()
+    per = units if not group.active else distributed.all_sum(units, group, loss.device) / group.world
+    (objective / per).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-    if not bool(torch.isfinite(loss.detach() + norm)):
+    if not distributed.all_true(torch.isfinite(loss.detach() + norm), group):
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers):
@@ -256,9 +284,11 @@ def evaluate(
     batches: Iterable[Minibatch],
     check: Callable[[], None] | None = None,
     task: UtterancePool | None = None,
+    group: distributed.Group = distributed.SINGLE,
 ) -> dict:
     """Loss, accuracy (per frame, or per utterance with ``task``) and % zeros per layer of
-    ``model`` in eval mode over ``batches`` (e.g. a :func:`snnasr.batching.batch_loader`)."""
+    ``model`` in eval mode over ``batches`` (e.g. a :func:`snnasr.batching.batch_loader`);
+    in a process group over every rank's ``batches`` (each rank passes its shard)."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -271,7 +301,7 @@ def evaluate(
             totals.add(*_forward_stats(model, batch, task)[:5], frames=batch.n_frames)
     finally:
         model.train(was_training)
-    return totals.summary()
+    return totals.merged(group).summary()
 
 
 def parameter_counts(model: torch.nn.Module) -> list[tuple[str, str, int]]:
@@ -327,6 +357,7 @@ def fit(
     task = utterance_task(cfg)
     last = check_exp_dir(exp_dir, resume)
     dev = resolve_device(device)
+    ranks = distributed.current()  # one process unless started by torchrun (snnasr.distributed)
     n_in, n_out = train_data.dim, train_data.num_classes
     if (dev_data.dim, dev_data.num_classes) != (n_in, n_out):
         raise DataError(
@@ -341,21 +372,28 @@ def fit(
     dev_plan = epoch_plan(dev_data.lengths, tc.eval_max_len, tc.batch_frames, None, tc.batch_size)
 
     def dev_batches() -> Iterable[Minibatch]:
-        return batch_loader(dev_data, BucketBatchSampler(dev_plan, drop_last=False), tc.workers, dev)
+        sampler = BucketBatchSampler(dev_plan, ranks.rank, ranks.world, drop_last=False)
+        return batch_loader(dev_data, sampler, tc.workers, dev)
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / "checkpoints").mkdir(exist_ok=True)
-    remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
-    save_config(cfg, exp_dir / "config.yaml")
-    log = _Log(exp_dir / "train.log")
+    if ranks.is_main:  # rank 0 alone writes; the others wait for the directory
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        (exp_dir / "checkpoints").mkdir(exist_ok=True)
+        remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
+        save_config(cfg, exp_dir / "config.yaml")
+    distributed.barrier(ranks)
+    log: Callable[[str], None] = _Log(exp_dir / "train.log") if ranks.is_main else (lambda line: None)
     log(f"# {shlex.join(sys.argv)}")
-    board = open_board(exp_dir, cfg.log.tensorboard)
+    board = open_board(exp_dir, cfg.log.tensorboard) if ranks.is_main else None
 
     seed_everything(cfg.seed)
     model = ckpt_io.build_model(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    net = distributed.wrap(model, ranks, dev)  # what trains; `model` is what is saved and evaluated
+    if ranks.rank:  # dropout masks of their own on the other ranks (weights are rank 0's)
+        torch.manual_seed(cfg.seed * 1_000_003 + ranks.rank)
+    where = f"{ranks.world} processes ({distributed.backend()}, DistributedDataParallel)" if ranks.active else ""
     log(
-        f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
+        f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}{where and '; ' + where}; "
         f"train {len(train_data.lengths)} utts / {sum(train_data.lengths)} frames, dev {len(dev_data.lengths)} utts"
     )
     rows = parameter_counts(model)
@@ -373,20 +411,36 @@ def fit(
         bad_epochs = ckpt.get("bad_epochs", 0)
         epoch, step, elapsed, partial = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["partial"]
         set_rng_state(ckpt["rng"])
+        saved_world = len(ckpt.get("ranks") or [None])
+        if ranks.active and saved_world == ranks.world:  # this rank's own RNG and sums
+            set_rng_state(ckpt["ranks"][ranks.rank]["rng"])
+            partial = ckpt["ranks"][ranks.rank]["partial"]
+        elif partial is not None and saved_world != ranks.world:
+            raise ConfigError(
+                f"{last}: written mid-epoch by {saved_world} processes, resumed by {ranks.world}; resume it "
+                f"with the same number of processes (torchrun --nproc_per_node/--nnodes)"
+            )
         where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"
         log(f"resumed from {last} ({where})")
     for group in opt.param_groups:
         group["lr"] = lr
-    _write_metrics(exp_dir, metrics)
+    if ranks.is_main:
+        _write_metrics(exp_dir, metrics)
     if epoch >= tc.epochs:
         log(f"already trained {epoch} epochs (train.epochs={tc.epochs}); nothing to do")
-        ckpt_io.mark_finished(exp_dir, tc.epochs)
+        if ranks.is_main:
+            ckpt_io.mark_finished(exp_dir, tc.epochs)
         return metrics
 
     def checkpoint(path: Path, **position: Any) -> None:
+        # Every rank's RNG state and partial sums (a collective: all ranks call this together).
+        own = distributed.gather({"rng": rng_state(), "partial": position.get("partial")}, ranks)
+        if not ranks.is_main:
+            return
         ckpt_io.save(
             path,
             {
+                "ranks": own if ranks.active else None,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "lr": lr,
@@ -411,12 +465,12 @@ def fit(
         while epoch < tc.epochs:
             max_len = curriculum_max_len(tc.curriculum, epoch)
             plan = epoch_plan(train_data.lengths, max_len, tc.batch_frames, batch_seed(cfg.seed, epoch), tc.batch_size)
-            sampler = BucketBatchSampler(plan, start=step)
+            sampler = BucketBatchSampler(plan, ranks.rank, ranks.world, start=step)
             n_batches = step + len(sampler)
             batches = iter(batch_loader(train_data, sampler, tc.workers, dev))
             totals = Totals.new(dev) if partial is None else Totals.from_state(partial, dev)
             start = time.perf_counter()
-            model.train()
+            net.train()
             bar = tqdm(
                 total=n_batches,
                 initial=step,
@@ -429,8 +483,9 @@ def fit(
             try:
                 while step < n_batches:
                     batch = next(batches).to(dev)
-                    stop.check()
-                    sums = _train_step(model, opt, batch, tc.grad_clip, tc.activity_reg, task=task)
+                    if distributed.any_rank(bool(stop.requested), ranks, dev):
+                        raise KeyboardInterrupt  # on every rank at the same step
+                    sums = _train_step(net, opt, batch, tc.grad_clip, tc.activity_reg, task=task, group=ranks)
                     if sums is None:  # non-finite loss or gradient: the step was not taken
                         totals.skipped += 1
                         bad_in_a_row += 1
@@ -457,7 +512,9 @@ def fit(
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)  # time the work, not its queueing
                 train_seconds = elapsed + time.perf_counter() - start
-                result = evaluate(model, dev_batches(), check=stop.check, task=task)
+                # One process checks for a stop per dev batch; ranks (uneven shards) at the next step.
+                check = None if ranks.active else stop.check
+                result = evaluate(model, dev_batches(), check=check, task=task, group=ranks)
             except KeyboardInterrupt:
                 bar.close()
                 path = exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt"
@@ -470,6 +527,7 @@ def fit(
                 )
                 raise
             bar.close()
+            totals = totals.merged(ranks)
             train_stats = totals.summary()
             dev_acc = result["acc"]
             is_best = dev_acc > best_acc and math.isfinite(result["loss"])
@@ -489,6 +547,7 @@ def fit(
             metrics.append(row)
             if is_best:
                 best_acc, best_epoch = dev_acc, epoch + 1
+            if is_best and ranks.is_main:
                 ckpt_io.save(
                     exp_dir / ckpt_io.MODEL,
                     {
@@ -514,15 +573,17 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr
             checkpoint(exp_dir / "checkpoints" / f"epoch{epoch}.pt", epoch=epoch, step=0, partial=None, elapsed=0.0)
-            (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
-            _write_metrics(exp_dir, metrics)
+            if ranks.is_main:
+                (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
+                _write_metrics(exp_dir, metrics)
             log(_summary_line(row, tc.epochs, lr_used, lr))
             if board is not None:
                 first = next(iter(dev_batches())).to(dev)
                 board.epoch(row, model, (first.x, first.mask))
     if board is not None:
         board.close()
-    ckpt_io.mark_finished(exp_dir, tc.epochs)
+    if ranks.is_main:
+        ckpt_io.mark_finished(exp_dir, tc.epochs)
     log(
         f"best dev {'utterance' if task else 'frame'} accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}"
     )
@@ -627,14 +688,18 @@ def run_training(
         for d in dirs
     ]
     try:
-        return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=device)
+        with distributed.session(device) as dev:  # joins torchrun's process group, if launched so
+            return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=dev)
     except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 says it once
+            raise SystemExit(130) from None
         if checkpoints(exp_dir):
             words = ["snnasr", "train"] + (["--arch", arch] if arch else [])
             words += ["--config", str(config_path)] if config_path is not None else []
             words += ["--exp", exp_dir.name, "--resume"] + (["--device", device] if device else [])
             words += ["-d", str(recipe_dir), *overrides]
-            click.echo(f"snnasr train: interrupted; continue with: {shlex.join(words)}", err=True)
+            launcher = " (under the same torchrun launcher)" if distributed.launched() else ""
+            click.echo(f"snnasr train: interrupted; continue with: {shlex.join(words)}{launcher}", err=True)
         else:
             click.echo("snnasr train: interrupted before the first checkpoint; nothing to resume", err=True)
         raise SystemExit(130) from None
