@@ -18,6 +18,7 @@ from snnasr.io import DataError
 from snnasr.kaldi.ark import (
     load_mat_entry,
     load_mat_rows,
+    load_vec_int_entry,
     mat_shape,
     read_mat_ark,
     read_mat_scp,
@@ -152,6 +153,8 @@ def test_int_vectors_binary_text_and_gzip(tmp_path: Path) -> None:
     write_vec_int_ark_scp(vecs.items(), tmp_path / "v.ark", tmp_path / "v.scp")
     (tmp_path / "v.ark.gz").write_bytes(gzip.compress((tmp_path / "v.ark").read_bytes()))
     (tmp_path / "t.ark.gz").write_bytes(gzip.compress(b"a 0 1 2 3 4 5 6\nb 3 3 1\n"))
+    for key, rxfile, n in scp_entries(tmp_path / "v.scp"):  # the lazy dataset's per-item read
+        np.testing.assert_array_equal(load_vec_int_entry(rxfile, f"v.scp:{n}", key), vecs[key])
     for got in (
         read_vec_int_scp(tmp_path / "v.scp"),
         read_vec_int_ark(tmp_path / "v.ark"),
