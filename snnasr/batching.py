@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from snnasr.config import parse_curriculum
+from snnasr.runtime import STOP_SIGNALS
 
 TAIL_FACTOR = 1.25
 Piece = tuple[int, int, int]  # (utterance index, start frame, end frame)
@@ -198,14 +199,16 @@ def batch_loader(dataset: Any, sampler: Sampler[list[Piece]], workers: int = 0, 
         collate_fn=collate,
         num_workers=workers,
         pin_memory=torch.device(device).type == "cuda",
-        worker_init_fn=_ignore_sigint if workers else None,
+        worker_init_fn=_ignore_stop_signals if workers else None,
         # Its own generator: starting an iterator draws a seed from it, which from the global
         # RNG would shift dropout and make a resumed epoch differ from an uninterrupted one.
         generator=torch.Generator().manual_seed(0),
     )
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    """Ctrl-C reaches the whole process group: the training process alone decides to stop (it
-    finishes the step and checkpoints), which needs its workers still serving batches."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Ctrl-C (and a scheduler's SIGTERM) reach the whole process group: the training process
+    alone decides to stop (it finishes the step and checkpoints), which needs its workers still
+    serving batches.  Workers still end: told so by the DataLoader, or when the parent dies."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -136,3 +136,20 @@ def test_config_needs_one_batch_limit():
     with pytest.raises(ConfigError, match="both null"):
         load_config(None, ["train.batch_size=null"])
     assert load_config(None, ["train.batch_size=null", "train.batch_frames=4000"]).train.batch_frames == 4000
+
+
+def test_workers_outlive_a_stop_signal_to_the_process_group():
+    """Ctrl-C / SIGTERM reach every process of the group; the training process alone stops (after
+    its step, with a checkpoint), so a worker must keep serving batches rather than die."""
+    import os
+    import signal
+
+    items = _items()
+    plan = epoch_plan(LENGTHS, 20, 64, seed=2)
+    it = iter(batch_loader(items, BucketBatchSampler(plan), workers=1))
+    first = next(it)
+    for w in it._workers:  # the loader's worker processes
+        os.kill(w.pid, signal.SIGTERM)
+        os.kill(w.pid, signal.SIGINT)
+    rest = list(it)
+    assert sum(b.n_frames for b in [first, *rest]) == sum(LENGTHS)
