@@ -147,6 +147,17 @@ def barrier(group: Group) -> None:
         dist.barrier()
 
 
+def sync_buffers(model: torch.nn.Module, group: Group) -> None:
+    """Rank 0's buffers (BN running stats, quantiser ranges) on every rank.
+
+    DDP copies them at the start of each training forward, but that forward then updates each
+    rank's copy from its own batch: before evaluating, all ranks take rank 0's, the ones saved.
+    """
+    if group.active:
+        for b in model.buffers():
+            dist.broadcast(b.data, 0)
+
+
 def wrap(model: torch.nn.Module, group: Group, device: torch.device) -> torch.nn.Module:
     """``DistributedDataParallel(model)`` in a group (rank 0's weights broadcast), else ``model``."""
     if not group.active:

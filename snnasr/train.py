@@ -514,6 +514,7 @@ def fit(
                 train_seconds = elapsed + time.perf_counter() - start
                 # One process checks for a stop per dev batch; ranks (uneven shards) at the next step.
                 check = None if ranks.active else stop.check
+                distributed.sync_buffers(model, ranks)
                 result = evaluate(model, dev_batches(), check=check, task=task, group=ranks)
             except KeyboardInterrupt:
                 bar.close()
