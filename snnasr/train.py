@@ -420,6 +420,8 @@ def fit(
                 f"{last}: written mid-epoch by {saved_world} processes, resumed by {ranks.world}; resume it "
                 f"with the same number of processes (torchrun --nproc_per_node/--nnodes)"
             )
+        elif ranks.rank:  # another process count: rank 0 continues the saved RNG, others their own
+            torch.manual_seed(cfg.seed * 1_000_003 + ranks.rank)
         where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"
         log(f"resumed from {last} ({where})")
     for group in opt.param_groups:
