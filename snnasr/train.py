@@ -368,6 +368,12 @@ def fit(
     ckpt = ckpt_io.load_checkpoint(last) if last is not None else None
     if last is not None and ckpt is not None:
         ckpt_io.check_resumable(exp_dir, last, ckpt, asdict(cfg), n_in, n_out, fingerprint)
+    saved_world = len(ckpt.get("ranks") or [None]) if ckpt is not None else ranks.world
+    if ckpt is not None and ckpt["partial"] is not None and saved_world != ranks.world:
+        raise ConfigError(
+            f"{last}: written mid-epoch by {saved_world} processes, resumed by {ranks.world}; resume it "
+            f"with the same number of processes (torchrun --nproc_per_node/--nnodes)"
+        )
 
     dev_plan = epoch_plan(dev_data.lengths, tc.eval_max_len, tc.batch_frames, None, tc.batch_size)
 
@@ -411,15 +417,9 @@ def fit(
         bad_epochs = ckpt.get("bad_epochs", 0)
         epoch, step, elapsed, partial = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["partial"]
         set_rng_state(ckpt["rng"])
-        saved_world = len(ckpt.get("ranks") or [None])
         if ranks.active and saved_world == ranks.world:  # this rank's own RNG and sums
             set_rng_state(ckpt["ranks"][ranks.rank]["rng"])
             partial = ckpt["ranks"][ranks.rank]["partial"]
-        elif partial is not None and saved_world != ranks.world:
-            raise ConfigError(
-                f"{last}: written mid-epoch by {saved_world} processes, resumed by {ranks.world}; resume it "
-                f"with the same number of processes (torchrun --nproc_per_node/--nnodes)"
-            )
         elif ranks.rank:  # another process count: rank 0 continues the saved RNG, others their own
             torch.manual_seed(cfg.seed * 1_000_003 + ranks.rank)
         where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"

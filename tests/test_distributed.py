@@ -20,6 +20,7 @@ from test_features import make_recipe
 
 import snnasr.train as T
 from snnasr.features import FeatureOptions, make_features
+from snnasr.io import ConfigError
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 OVERRIDES = [
@@ -112,6 +113,10 @@ def test_two_ranks_train_as_one_process_on_the_global_batch_and_resume(recipe, m
     ckpt = torch.load(cut / "checkpoints" / "epoch2.interrupted.pt", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["step"] > 0 and len(ckpt["ranks"]) == 2
     assert "continue with --resume" in (cut / "train.log").read_text()
+    log = (cut / "train.log").read_text()
+    with pytest.raises(ConfigError, match="written mid-epoch by 2 processes, resumed by 1"):
+        T.run_training(recipe, arch="gru", exp_name="cut", resume=True, device="cpu", overrides=OVERRIDES)
+    assert (cut / "train.log").read_text() == log  # refused before writing anything
     resumed = _torchrun(recipe, "cut", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in (cut / "train.log").read_text()
