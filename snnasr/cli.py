@@ -454,6 +454,31 @@ def eval_(
 
 
 @cli.command()
+@click.argument("exp", type=click.Path(path_type=Path))
+@click.option("--set", "set_name", default="test", show_default=True)
+@click.option("--chunk", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per chunk.")
+@click.option("--audio", is_flag=True, help="Stream the set's audio through its fbank/MFCC options, not its features.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N utterances.")
+@click.option("--check", is_flag=True, help="Also compare every frame with the offline forward of the whole utterance.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@RECIPE_DIR
+def stream(
+    exp: Path,
+    set_name: str,
+    chunk: int,
+    audio: bool,
+    limit: int | None,
+    check: bool,
+    device: str | None,
+    recipe_dir: Path,
+) -> None:
+    """Stream a set through EXP chunk by chunk: real-time factor, latency per chunk, accuracy."""
+    from snnasr.stream import run_stream
+
+    run_stream(exp, recipe_dir, set_name, chunk=chunk, audio=audio, limit=limit, check=check, device=device)
+
+
+@cli.command()
 @click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output dir (default: <recipe>/exp)."

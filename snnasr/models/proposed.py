@@ -129,13 +129,19 @@ class GatedSpikingLayer(nn.Module):
         return torch.cat((nz, nc), dim=2)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: GatedState | None = None) -> tuple[Tensor, GatedState]:
+        """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
+        last step: a stream runs its chunks through this, one after the other."""
         pre = self.projections(x, mask)
         drop = dropout_mask(x, self.hidden, self.p, self.training)
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
         params = GatedParams(self.weight_rec, drop, self.quantizer.config())
-        out, state = scan(GATED, (pre,), self.init_state(x), params, steps, self.scan_options)
+        state0 = self.init_state(x) if state is None else state
+        out, state = scan(GATED, (pre,), state0, params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
-        return out
+        return out, state
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> GatedSpikingLayer:

@@ -157,13 +157,18 @@ class ScSrLayer(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: ScSrState | None = None) -> tuple[Tensor, ScSrState]:
+        """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
+        last step: a stream runs its chunks through this, one after the other."""
         with torch.no_grad():  # intrinsic parameters kept in range (BIP)
             self.tau_m.clamp_(*self.tau_range)
             self.gain.clamp_(*self.gain_range)
         i = self.norm(F.linear(x, self.weight), mask)
         i = drop_drive(i, self.hidden, self.p, self.training)
-        out, _ = scan(SCSR, (i,), self.init_state(x), self.params(), [None] * i.shape[0])
-        return out
+        state0 = self.init_state(x) if state is None else state
+        return scan(SCSR, (i,), state0, self.params(), [None] * i.shape[0])
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ScSrLayer:
