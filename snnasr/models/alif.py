@@ -120,7 +120,12 @@ class ALIFParams(NamedTuple):
 def alif_step(j: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFState]:
     """One step: feedforward current ``j`` = ``m ⊙ N(W x_t + b)`` ``[B, H]`` and state in,
     ``(s_t, new state)`` out; no mutation."""
-    i = torch.addmm(j, state.spikes, p.weight_rec.t())
+    return alif_update(torch.addmm(j, state.spikes, p.weight_rec.t()), state, p)
+
+
+def alif_update(i: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFState]:
+    """The rest of :func:`alif_step` once the input current ``I_t`` (with ``W_rec s_{t-1}``) is
+    known (the event-driven path of :mod:`snnasr.sparse` computes the recurrent term itself)."""
     b = p.rho * state.adaptation + (1 - p.rho) * state.spikes
     theta = p.b0 + p.beta * b
     u = p.alpha * state.membrane + (1 - p.alpha) * i - theta * state.spikes

@@ -173,13 +173,18 @@ class LIFLayer(nn.Module):
     def forward_state(self, x: Tensor, mask: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
         """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
         last step: a stream runs its chunks through this, one after the other."""
+        return self.integrate(self.drive(x, mask), mask, state)
+
+    def integrate(self, j: Tensor, mask: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        """The neurons' time loop over a given drive ``J`` ``[T, B, H]`` (:mod:`snnasr.sparse`
+        computes ``J`` event by event)."""
         with torch.no_grad():
             self.decay.clamp_(0.0, 1.0)
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
         params = LIFParams(self.decay, self.quantizer.config())
         cell = LIF_RESET_ZERO if self.reset == "zero" else LIF
-        state0 = self.init_state(x) if state is None else state
-        out, state = scan(cell, (self.drive(x, mask),), state0, params, steps, self.scan_options)
+        state0 = self.init_state(j) if state is None else state
+        out, state = scan(cell, (j,), state0, params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
         return out, state
 
