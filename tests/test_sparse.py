@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from test_evaluate import recipe  # noqa: F401  (the hand-made recipe fixture)
 
 from snnasr.evaluate import pad_batch
 from snnasr.io import ConfigError
@@ -96,3 +97,20 @@ def test_executed_macs_equal_the_counted_ops(arch, extra):
 def test_models_without_spiking_layers_are_refused():
     with pytest.raises(ConfigError, match="no spiking layer"):
         event_driven(build("lstm", model_config("lstm", hidden=4), 5, 3))
+
+
+def test_eval_sparse_reports_executed_macs_beside_the_counted_ones(recipe, capsys):  # noqa: F811
+    from test_evaluate import make_run
+
+    from snnasr.evaluate import run_evaluation
+
+    run = make_run(recipe, "proposed")
+    dense = run_evaluation(run, recipe, report_ops=True, device="cpu")
+    sparse = run_evaluation(run, recipe, report_ops=True, device="cpu", sparse=True)
+    assert sparse["accuracy"] == dense["accuracy"] and sparse["zero_frac"] == dense["zero_frac"]
+    sp = sparse["sparse"]
+    assert len(sp["layers"]) == 2 and sp["executed_mac_per_frame"] <= sp["dense_mac_per_frame"]
+    for row in sp["layers"]:
+        if not row["dense_products"]:
+            assert row["executed_synaptic_per_frame"] == pytest.approx(row["counted_synaptic_per_frame"])
+    assert "event-driven: synaptic + recurrent MACs per frame executed" in capsys.readouterr().out

@@ -4,6 +4,7 @@ offline batches, splicing look-ahead; refusals are one line; audio framing match
 import numpy as np
 import pytest
 import torch
+from test_evaluate import recipe  # noqa: F401  (the hand-made recipe fixture)
 
 from snnasr.dataset import splice
 from snnasr.evaluate import pad_batch
@@ -100,3 +101,22 @@ def test_audio_front_end_refuses_dither_and_deltas():
         AudioFrontEnd(FeatureOptions.load(dither=1.0), 8000)
     with pytest.raises(ConfigError, match="deltas"):
         AudioFrontEnd(FeatureOptions.load(deltas=True), 8000)
+
+
+def test_stream_command_reports_rtf_and_equals_eval(recipe, capsys):  # noqa: F811
+    import json
+
+    from test_evaluate import make_run
+
+    from snnasr.stream import run_stream
+
+    run = make_run(recipe, "proposed", readout="integrator")
+    res = run_stream(run, recipe, "test", chunk=3, check=True, device="cpu")
+    assert res["frames"] == 39 and res["utterances"] == 3 and res["lookahead_frames"] == 0
+    assert res["real_time_factor"] > 0 and res["latency_ms"]["algorithmic"] == pytest.approx(30.0)
+    assert res["check"]["labels_different"] == 0 and res["check"]["max_abs_log_posterior_diff"] < 1e-4
+    assert json.loads((run / "stream_test" / "stream.json").read_text())["chunk_frames"] == 3
+    assert "real-time factor" in capsys.readouterr().out
+    bidir = make_run(recipe, "lif", name="lif_bidir", bidirectional=True)
+    with pytest.raises(ConfigError, match="bidirectional"):
+        run_stream(bidir, recipe, "test", device="cpu")
