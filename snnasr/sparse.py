@@ -190,12 +190,12 @@ def event_driven(model: nn.Module, dense_above: float = DENSE_ABOVE) -> tuple[nn
             layers.append(Bidirectional(wrap(layer.fw, tally), wrap(layer.bw, tally)))
         else:
             layers.append(wrap(layer, tally))
-    if all(layer is orig for layer, orig in zip(layers, model.layers)):  # type: ignore[union-attr]
+    m: Any = model
+    if all(layer is orig for layer, orig in zip(layers, m.layers)):
         raise ConfigError(
             f"{getattr(model, 'arch', type(model).__name__)} has no spiking layer, so there is no event-driven "
             f"path: evaluate it without --sparse"
         )
-    m: Any = model
     sparse = AcousticModel(
         m.arch, layers, m.readout, m.n_out, m.encoder, m.sources, m.readout_sources, m.steps_per_frame
     )

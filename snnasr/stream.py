@@ -130,7 +130,7 @@ class Recognizer:
         check_streamable(model)
         if context < 0:
             raise ConfigError(f"context={context}: must be >= 0 frames")
-        self.model = model.eval()
+        self.model: Any = model.eval()
         self.context, self.cmvn, self.norm_vars, self.frontend = context, cmvn, norm_vars, frontend
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
