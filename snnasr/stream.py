@@ -15,16 +15,18 @@ Look-ahead: none for a unidirectional model; context splicing (``data.context`` 
 frame t+c before frame t can be emitted, so the stream lags c frames (at the end the last frame
 is replicated, as offline splicing does).  Refused, with one line: bidirectional models (the
 backward direction needs the whole utterance), ``task: utterance`` (one decision from the whole
-utterance), and, for audio input, dithered or delta features (random / a two-sided window).
+utterance), and, for audio input, dithered features (random noise per utterance).
 
 Audio goes through the recipe's own fbank/MFCC options (:func:`snnasr.features.extract`,
 ``snip_edges``): samples are buffered until a whole window is there, each frame is computed from
-its own window only, and the CMVN statistics of the utterance's key (``cmvn.scp``) are applied
-per frame.
+its own window only; deltas (Kaldi ``add-deltas``, ±4 frames with edge frames replicated) add 4
+frames of look-ahead; the CMVN statistics of the utterance's key (``cmvn.scp``) are applied per
+frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ import torch
 from torch import Tensor
 
 from snnasr.io import ConfigError
+
+DELTA_ORDER, DELTA_WINDOW = 2, 2  # snnasr.features.add_deltas' defaults, as Kaldi's add-deltas
 
 # The stream runs as this many identical batch rows: float32 GEMM kernels round a product of 1-3
 # rows differently from one of more (measured on CPU: torch's GEMM below 4 rows, oneDNN at 1),
@@ -71,7 +75,8 @@ def check_streamable(model: torch.nn.Module, task: str = "frame") -> None:
 
 @dataclass
 class AudioFrontEnd:
-    """Kaldi framing (``snip_edges``) over a sample stream: frames as soon as their window is complete."""
+    """Kaldi framing (``snip_edges``) over a sample stream: frames as soon as their window is
+    complete; with deltas, a frame as soon as the ``order * window`` (4) frames after it are there."""
 
     options: Any  # snnasr.features.FeatureOptions
     sample_rate: int
@@ -84,30 +89,55 @@ class AudioFrontEnd:
                 f"features use dither={self.options.dither} (random noise per utterance): a stream cannot "
                 f"reproduce them; stream the stored features instead (without --audio)"
             )
-        if self.options.deltas:
-            raise ConfigError(
-                "features have deltas (a window of +-4 frames around each frame): audio streaming computes "
-                "frames from their own window only; stream the stored features instead (without --audio)"
-            )
         self.window, self.shift = window_samples(
             self.sample_rate, self.options.frame_length_ms, self.options.frame_shift_ms
         )
+        self.lookahead = DELTA_ORDER * DELTA_WINDOW if self.options.deltas else 0
         self.reset()
 
     def reset(self) -> None:
         self.buffer = np.zeros(0, dtype=np.float32)
+        self.base: list[np.ndarray] = []  # frames before deltas, from index self.base_start on
+        self.base_start = self.received = self.emitted = 0
 
     def accept(self, samples: np.ndarray) -> np.ndarray:
-        """Features ``[n, D]`` of every frame whose window is now complete."""
+        """Features ``[n, D]`` of every frame that is now final."""
         from snnasr.features import extract
 
         self.buffer = np.concatenate((self.buffer, np.asarray(samples, dtype=np.float32)))
         if len(self.buffer) < self.window:
-            return np.zeros((0, self.options.dim), dtype=np.float32)
+            return self._emit(False)
         n = 1 + (len(self.buffer) - self.window) // self.shift
-        feats = extract(self.buffer[: (n - 1) * self.shift + self.window], self.sample_rate, self.options)
+        opts = dataclasses.replace(self.options, deltas=False)
+        self.base.append(extract(self.buffer[: (n - 1) * self.shift + self.window], self.sample_rate, opts))
+        self.received += n
         self.buffer = self.buffer[n * self.shift :]
-        return feats
+        return self._emit(False)
+
+    def flush(self) -> np.ndarray:
+        """End of the audio: the frames the delta window was still waiting for."""
+        return self._emit(True)
+
+    def _emit(self, final: bool) -> np.ndarray:
+        from snnasr.features import add_deltas
+
+        last = self.received if final else self.received - self.lookahead
+        if last <= self.emitted:
+            return np.zeros((0, self.options.dim), dtype=np.float32)
+        frames = np.concatenate(self.base) if len(self.base) > 1 else self.base[0]
+        a, k = self.emitted, self.lookahead
+        if k:
+            # add_deltas clamps at the ends of what it is given: give it frames a-k .. last+k-1,
+            # cut only where the utterance itself starts or (at the end) stops, so the clamp is the same.
+            lo = max(0, a - k) - self.base_start
+            part = add_deltas(frames[lo : last + k - self.base_start], DELTA_ORDER, DELTA_WINDOW)
+            out = part[a - self.base_start - lo : last - self.base_start - lo].astype(np.float32)
+        else:
+            out = frames[a - self.base_start : last - self.base_start]
+        self.emitted = last
+        keep = max(0, last - k)
+        self.base, self.base_start = [frames[keep - self.base_start :]], keep
+        return out
 
 
 class Recognizer:
@@ -138,8 +168,9 @@ class Recognizer:
 
     @property
     def lookahead(self) -> int:
-        """Frames a stream waits for beyond the frame it emits (the splicing context)."""
-        return self.context
+        """Frames a stream waits for beyond the frame it emits: the splicing context, plus the
+        delta window of an audio front end."""
+        return self.context + (self.frontend.lookahead if self.frontend is not None else 0)
 
     def reset(self) -> None:
         """Start a new stream: every state back at rest."""
@@ -163,7 +194,8 @@ class Recognizer:
 
     def finish(self) -> StreamOutput:
         """End of the stream: the look-ahead's last frames (edge frame replicated, as offline)."""
-        return self._advance(None, final=True)
+        tail = self.frontend.flush() if self.frontend is not None else None
+        return self._advance(tail, final=True)
 
     def _advance(self, feats: np.ndarray | Tensor | None, final: bool) -> StreamOutput:
         if feats is not None and len(feats):
