@@ -15,7 +15,8 @@ Look-ahead: none for a unidirectional model; context splicing (``data.context`` 
 frame t+c before frame t can be emitted, so the stream lags c frames (at the end the last frame
 is replicated, as offline splicing does).  Refused, with one line: bidirectional models (the
 backward direction needs the whole utterance), ``task: utterance`` (one decision from the whole
-utterance), and, for audio input, dithered features (random noise per utterance).
+utterance), per-utterance CMVN (statistics of the whole utterance; per-speaker statistics, computed
+beforehand from ``cmvn.scp``, are a fixed affine map per frame and stream exactly), and, for audio input, dithered features (random noise per utterance).
 
 Audio goes through the recipe's own fbank/MFCC options (:func:`snnasr.features.extract`,
 ``snip_edges``): samples are buffered until a whole window is there, each frame is computed from
@@ -293,6 +294,12 @@ def run_stream(
     level = meta["level"]
     _check_labels(data_dir, set_name, level, lang, int(meta.get("n_out", model.n_out)))
     state = read_feature_state(data_dir)
+    if state.get("cmvn") == "utt":
+        raise ConfigError(
+            f"{data_dir}/conf/features.yaml: CMVN per utterance normalises every frame with statistics of the "
+            f"whole utterance, which a stream does not have yet; compute features with --cmvn speaker (or none) "
+            f"and train on them to stream"
+        )
     shift = float(state.get("frame_shift", 0.01))
     context = cfg.data.context
     data = UtteranceDataset(data_dir, level=level, norm_vars=cfg.data.norm_vars, context=0, lang_dir=lang.dir)

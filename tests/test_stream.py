@@ -117,6 +117,11 @@ def test_stream_command_reports_rtf_and_equals_eval(recipe, capsys):  # noqa: F8
     assert res["check"]["labels_different"] == 0 and res["check"]["max_abs_log_posterior_diff"] < 1e-4
     assert json.loads((run / "stream_test" / "stream.json").read_text())["chunk_frames"] == 3
     assert "real-time factor" in capsys.readouterr().out
+    feats_yaml = recipe / "data" / "test" / "conf" / "features.yaml"
+    feats_yaml.write_text("hash: handmade\ncmvn: utt\n")
+    with pytest.raises(ConfigError, match="CMVN per utterance"):
+        run_stream(run, recipe, "test", device="cpu")
+    feats_yaml.write_text("hash: handmade\ncmvn: speaker\n")
     bidir = make_run(recipe, "lif", name="lif_bidir", bidirectional=True)
     with pytest.raises(ConfigError, match="bidirectional"):
         run_stream(bidir, recipe, "test", device="cpu")
