@@ -184,8 +184,8 @@ class EventDriven(nn.Module):
         return self.layer.spec()  # type: ignore[operator]
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        if self.layer.training:
-            raise RuntimeError("event-driven layers are for inference: call model.eval() first")
+        if self.layer.training or torch.is_grad_enabled():
+            raise RuntimeError("event-driven layers are for inference: call model.eval() and run under torch.no_grad()")
         with torch.inference_mode():
             return self.run(self.layer, self.transposed, x, mask, self.tally)
 
