@@ -267,8 +267,8 @@ def run_evaluation(
     """Evaluate ``exp`` on ``data/<set_name>``; write and return the results dict.
 
     ``sparse``: run the spiking layers event-driven (:mod:`snnasr.sparse`) and report the MACs
-    they executed.  ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame decisions before
-    the collapse PER; ``min_dur`` the decoder's minimum phone duration in frames.  Raises DataError (one line) for a run without model.pt, a set without features or
+    they executed.  ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame
+    decisions before the collapse PER; ``min_dur`` the decoder's minimum phone duration in frames.  Raises DataError (one line) for a run without model.pt, a set without features or
     labels, or a set whose labels differ from the model's.
     """
     recipe_dir = Path(recipe_dir)
