@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from snnasr.batching import plan_batches
 from snnasr.cli import cli
-from snnasr.evaluate import level_folds, resolve_exp, run_evaluation
+from snnasr.evaluate import level_folds, pad_batch, resolve_exp, run_evaluation
 from snnasr.io import DataError, write_text
 from snnasr.lang import load_lang, write_lang
 
@@ -103,7 +103,11 @@ def make_run(recipe, arch, n_out=N48, level="phone48", name=None, **model):
     return run
 
 
-def test_eval_batches_whole_utterances():
+def test_padding_helpers():
+    x, mask = pad_batch([torch.ones(3, 2), torch.ones(1, 2)], pad_value=7.0)
+    assert x.shape == (3, 2, 2) and mask.tolist() == [[True, True], [True, False], [True, False]]
+    assert x[1:, 1].eq(7.0).all()
+
     # Eval batches whole utterances (max_len = the longest, so nothing is cut), sorted by length;
     # a batch never exceeds the padded-frame budget unless one utterance does.
     def whole(lengths, budget):
