@@ -168,7 +168,7 @@ def _binary_int_vector(rxfile: str) -> np.ndarray | None:
     if not (ark and offset.isdigit()):
         return None
     try:
-        with open(ark, "rb") as f:
+        with open(ark, "rb", buffering=0) as f:
             f.seek(int(offset))
             head = f.read(7)
             if len(head) != 7 or head[:3] != b"\0B\x04":
@@ -233,7 +233,7 @@ def mat_shape(rxfile: str, where: str, key: str) -> tuple[int, int]:
     ark, _, offset = rxfile.rpartition(":")
     if ark and offset.isdigit():
         try:
-            with open(ark, "rb") as f:
+            with open(ark, "rb", buffering=0) as f:
                 f.seek(int(offset))
                 shape = _binary_shape(cast(Any, f))
         except FileNotFoundError:
@@ -257,7 +257,7 @@ def load_mat_rows(rxfile: str, where: str, key: str, start: int, end: int) -> np
     ark, _, offset = rxfile.rpartition(":")
     if ark and offset.isdigit():
         try:
-            with open(ark, "rb") as f:
+            with open(ark, "rb", buffering=0) as f:
                 f.seek(int(offset))
                 head = f.read(_FM_HEADER)
                 if len(head) == _FM_HEADER and head[:5] == b"\0BFM " and head[5] == 4 and head[10] == 4:
