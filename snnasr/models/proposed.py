@@ -68,12 +68,20 @@ def gated_step(x: tuple[Tensor], state: GatedState, params: GatedParams, m: Step
     (pre,) = x
     if params.recurrent is not None:
         pre = torch.addmm(pre, state.spikes, params.recurrent.t())
-    gz, gc = pre.chunk(2, dim=1)
+    return gated_update(pre, state, params, m, params.recurrent is not None)
+
+
+def gated_update(
+    g: Tensor, state: GatedState, params: GatedParams, m: StepMask, recurrent: bool
+) -> tuple[Tensor, GatedState]:
+    """The rest of :func:`gated_step` once the gates' inputs ``g = P_t (+ U s_{t-1})`` are known
+    (the event-driven path of :mod:`snnasr.sparse` computes ``U s_{t-1}`` itself)."""
+    gz, gc = g.chunk(2, dim=1)
     z = torch.sigmoid(gz)
     c = torch.relu(gc)
     if params.drop is not None:
         c = c * params.drop
-    if params.recurrent is None:
+    if not recurrent:
         h = torch.addcmul((1 - z) * c, z, state.trace)
     else:
         h = torch.addcmul(c, z, state.trace - c)
@@ -123,19 +131,32 @@ class GatedSpikingLayer(nn.Module):
         Each half and its gradient are made contiguous around its BN: batch norm over a strided
         half of the projection takes ~7-10x longer (CPU) than the copies.
         """
-        pz, pc = linear(x, self.weight, fast=self.scan_options.backend != "eager").chunk(2, dim=2)
+        return self.normalise(linear(x, self.weight, fast=self.scan_options.backend != "eager"), mask)
+
+    def normalise(self, wx: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`projections` from the product ``W x`` ``[T, B, 2H]``."""
+        pz, pc = wx.chunk(2, dim=2)
         nz = contiguous_grad(self.norm_z(pz.contiguous(), mask))
         nc = contiguous_grad(self.norm_c(pc.contiguous(), mask))
         return torch.cat((nz, nc), dim=2)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        pre = self.projections(x, mask)
-        drop = dropout_mask(x, self.hidden, self.p, self.training)
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: GatedState | None = None) -> tuple[Tensor, GatedState]:
+        """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
+        last step: a stream runs its chunks through this, one after the other."""
+        return self.integrate(self.projections(x, mask), mask, state)
+
+    def integrate(self, pre: Tensor, mask: Tensor, state: GatedState | None = None) -> tuple[Tensor, GatedState]:
+        """The gated loop over given projections ``pre`` ``[T, B, 2H]`` (see :meth:`projections`)."""
+        drop = dropout_mask(pre, self.hidden, self.p, self.training)
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
         params = GatedParams(self.weight_rec, drop, self.quantizer.config())
-        out, state = scan(GATED, (pre,), self.init_state(x), params, steps, self.scan_options)
+        state0 = self.init_state(pre) if state is None else state
+        out, state = scan(GATED, (pre,), state0, params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
-        return out
+        return out, state
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> GatedSpikingLayer:
