@@ -38,46 +38,79 @@ from torch import Tensor
 
 from snnasr.models.gemm import PackedWeight, mm
 from snnasr.models.scan import Kernel
-from snnasr.models.spikes import QuantConfig, RangeState, StepMask, quantize_at, spike_grad, track_range
+from snnasr.models.spikes import (
+    QuantConfig,
+    RangeState,
+    StepMask,
+    batch_min_max,
+    quantize_at,
+    spike_grad,
+    update_range,
+)
 
 
 def _emit(
-    a: Tensor, rng: RangeState | None, m: StepMask, cfg: QuantConfig, fixed: Tensor | None, out: Tensor | None
-) -> tuple[Tensor, RangeState | None, Tensor]:
-    """Output stage of one step: range update (or replayed R), Q(a) into ``out``."""
-    if fixed is None:
-        assert rng is not None
-        rng = track_range(a, rng, m, cfg)
-        r = rng.range
-    else:
+    a: Tensor,
+    rng: RangeState | None,
+    m: StepMask,
+    cfg: QuantConfig,
+    fixed: Tensor | float | None,
+    out: Tensor | None,
+    qd: Tensor | None,
+) -> tuple[Tensor, RangeState | None, Tensor | float]:
+    """Output stage of one step: range update (or the replayed R), ``s = Q(a)`` into ``out`` and,
+    with ``qd``, ``q' = ∂s/∂a`` into it.  Host floats on CPU (see
+    :class:`~snnasr.models.spikes.RangeState`): there the step's minimum is known, which lets Q
+    and q' take cheaper, equal forms (:func:`quantize_at`)."""
+    a_min = None
+    if fixed is not None:
         r = fixed
-    return quantize_at(a, r, cfg.n_bits, cfg.threshold, out=out), rng, r
-
-
-def _q_grad(a: Tensor, r: Tensor, cfg: QuantConfig, out: Tensor | None) -> None:
-    """Store ``q' = ∂s/∂a`` of one step (kept for the backward) into ``out``."""
-    if out is None:
-        return
-    if cfg.surrogate == "ste-box":  # spike_grad's 1[|a| <= R], converted by the copy itself
-        out.copy_(a.abs() <= r)
     else:
-        out.copy_(spike_grad(a, r, cfg.n_bits, cfg.threshold, cfg.surrogate, cfg.width))
+        assert rng is not None
+        if cfg.training and m.seen:
+            mn, mx = batch_min_max(a, m)
+            if isinstance(rng.lo, float):
+                lo, hi = mn.item(), mx.item()
+                a_min = lo if m.rows is None else None  # padded rows are not bounded by their min
+                rng = update_range(rng, lo, hi, m, cfg)
+            else:
+                rng = update_range(rng, mn, mx, m, cfg)
+        r = rng.range
+    s = quantize_at(a, r, cfg.n_bits, cfg.threshold, out=out, a_min=a_min)
+    if qd is not None:
+        if cfg.surrogate != "ste-box":
+            qd.copy_(spike_grad(a, r, cfg.n_bits, cfg.threshold, cfg.surrogate, cfg.width))
+        elif a_min is not None and a_min >= -float(r):  # spike_grad's 1[|a| <= R]: here |a| <= R iff a <= R
+            torch.le(a, r, out=qd)
+        else:
+            torch.le(a.abs(), r, out=qd)
+    return s, rng, r
 
 
 def _buffers(keep: bool, ref: Tensor, n: int, shape: tuple[int, ...], count: int) -> list[Any]:
     return [ref.new_empty(n, *shape) if keep else None for _ in range(count)]
 
 
-def _at(buf: Tensor | None, i: int) -> Tensor | None:
+def _at(buf: Tensor | None, i: Any) -> Tensor | None:
     return None if buf is None else buf[i]
+
+
+def _views(buf: Tensor | None, n: int) -> Sequence[Tensor | None]:
+    """``buf``'s ``n`` per-step views (one ``unbind``: cheaper than indexing every step), or Nones."""
+    return [None] * n if buf is None else buf.unbind(0)
+
+
+def _fixed(ranges: list | None, n: int) -> Sequence[Any]:
+    return [None] * n if ranges is None else ranges
 
 
 class _SpikingKernel(Kernel):
     def __init__(self, steps: int, shape: tuple[int, ...], masks: list[StepMask], cfg: QuantConfig, rng0: RangeState):
         self.steps, self.out_shape, self.masks, self.cfg, self.rng0 = steps, shape, masks, cfg, rng0
 
-    def _dst(self, t: int, ranges: Tensor | None) -> Tensor | None:
-        return self.out[t] if ranges is None else None
+    def _out_views(self, t0: int, t1: int, ranges: list | None) -> Sequence[Tensor | None]:
+        """Where steps t0..t1-1 write their spikes: ``out``, except when replaying (recomputation)."""
+        return _views(self.out[t0:t1] if ranges is None else None, t1 - t0)
 
     def _zeros(self) -> Tensor:
         return self.out.new_zeros(self.out_shape)
@@ -94,13 +127,17 @@ class SigmaDeltaKernel(_SpikingKernel):
         assert x is not None
         (r,) = carry
         (q_buf,) = _buffers(keep, x, t1 - t0, self.out_shape, 1)
+        n, masks, cfg = t1 - t0, self.masks, self.cfg
+        x_t, out_t, fix_t, q_t = (
+            x[t0:t1].unbind(0),
+            self._out_views(t0, t1, ranges),
+            _fixed(ranges, n),
+            _views(q_buf, n),
+        )
         rs = []
-        for i, t in enumerate(range(t0, t1)):
-            a = r + x[t]
-            s, rng, rt = _emit(
-                a, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
-            )
-            _q_grad(a, rt, self.cfg, _at(q_buf, i))
+        for i in range(n):
+            a = r + x_t[i]
+            s, rng, rt = _emit(a, rng, masks[t0 + i], cfg, fix_t[i], out_t[i], q_t[i])
             r = a - s
             rs.append(rt)
         return (r,), rng, q_buf, rs
@@ -141,7 +178,7 @@ class GatedKernel(_SpikingKernel):
         pre, u = self.tensors
         assert pre is not None
         b, hid = self.out_shape
-        drop = self.drop
+        drop, masks, cfg = self.drop, self.masks, self.cfg
         h, r, s = carry
         n = t1 - t0
         rs = []
@@ -149,34 +186,37 @@ class GatedKernel(_SpikingKernel):
         # Saved per step: gate = (∂h/∂g_z, ∂h/∂g_c) [n, B, 2, H], z, q'.
         gate_buf = pre.new_empty(n, b, 2, hid) if keep else None
         z_buf, q_buf = _buffers(keep, pre, n, self.out_shape, 2)
-        for i, t in enumerate(range(t0, t1)):
+        # Per-step views made once (one unbind), not indexed inside the loop.
+        pre_t, out_t, fix_t = pre[t0:t1].unbind(0), self._out_views(t0, t1, ranges), _fixed(ranges, n)
+        z_t, q_t = _views(z_buf, n), _views(q_buf, n)
+        gates = (None, None) if gate_buf is None else gate_buf.unbind(2)
+        gz_t, gc_t = _views(gates[0], n), _views(gates[1], n)
+        for i in range(n):
             h_prev = h
             if rec is None:  # v1: the gates see only the layer input (same ops as the eager step)
-                z = torch.sigmoid(pre[t, :, :hid], out=_at(z_buf, i))
-                c = torch.relu(pre[t, :, hid:])
+                z = torch.sigmoid(pre_t[i][:, :hid], out=z_t[i])
+                c = torch.relu(pre_t[i][:, hid:])
                 if drop is not None:
                     c = c * drop
                 h = torch.addcmul((1 - z) * c, z, h)
             else:
-                g = rec.addmm(pre[t], s)
-                z = torch.sigmoid(g[:, :hid], out=_at(z_buf, i))
-                c = torch.relu(g[:, hid:])
+                g = rec.addmm(pre_t[i], s)  # a new tensor: its candidate half is rectified in place
+                z = torch.sigmoid(g[:, :hid], out=z_t[i])
+                c = g[:, hid:].relu_()
                 if drop is not None:
-                    c = c * drop
+                    c = c.mul_(drop)
                 d = h - c
                 h = torch.addcmul(c, z, d)
             a = r + h
-            s, rng, rt = _emit(
-                a, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
-            )
+            s, rng, rt = _emit(a, rng, masks[t0 + i], cfg, fix_t[i], out_t[i], q_t[i])
             r = a - s
             rs.append(rt)
             if keep:
-                _q_grad(a, rt, self.cfg, q_buf[i])
-                one_minus_z = 1 - z
+                # ∂h/∂g_z = (h_{t-1} - c) z (1 - z);  ∂h/∂g_c = (1 - z) m 1[c > 0], 1[c > 0] = sign(c)
                 d = (h_prev - c) if rec is None else d  # v2 has h_{t-1} - c already
-                torch.mul(d.mul_(z), one_minus_z, out=gate_buf[i, :, 0])
-                gc = torch.mul(one_minus_z, c > 0, out=gate_buf[i, :, 1])
+                torch.mul(d, torch.addcmul(z, z, z, value=-1), out=gz_t[i])
+                sc = torch.sign(c)
+                gc = torch.addcmul(sc, sc, z, value=-1, out=gc_t[i])
                 if drop is not None:
                     gc.mul_(drop)
         saved = (gate_buf, z_buf, q_buf) if keep else None
@@ -186,20 +226,23 @@ class GatedKernel(_SpikingKernel):
         pre, u = self.tensors
         gate, z, qd = saved
         b, hid = self.out_shape
-        dpre = grads.setdefault("pre", pre.new_empty(self.steps, b, 2 * hid))
-        if u is not None:
-            rec = grads.setdefault("rec", PackedWeight(u.t().contiguous(), b))
+        if "pre" not in grads:
+            grads["pre"] = pre.new_empty(self.steps, b, 2 * hid)
+            grads["rec"] = None if u is None else PackedWeight(u.t().contiguous(), b)
+        rec, n = grads["rec"], t1 - t0
+        dpre_t = grads["pre"][t0:t1].unbind(0)
+        gout_t, gate_t, z_t, q_t = gout[t0:t1].unbind(0), gate.unbind(0), z.unbind(0), qd.unbind(0)
         dh, dr, dg = (self._zeros(), self._zeros(), None) if adj is None else adj
-        for i in reversed(range(t1 - t0)):
-            t = t0 + i
-            ds = gout[t] if dg is None or u is None else rec.addmm(gout[t], dg)
-            da = torch.addcmul(dr, ds - dr, qd[i])
+        for i in reversed(range(n)):
+            ds = gout_t[i] if dg is None or rec is None else rec.addmm(gout_t[i], dg)
+            da = torch.addcmul(dr, ds - dr, q_t[i])
             dht = dh + da
-            torch.mul(gate[i], dht.unsqueeze(1), out=dpre[t].view(b, 2, hid))
-            if cut(t):
+            dg = dpre_t[i]
+            torch.mul(gate_t[i], dht.unsqueeze(1), out=dg.view(b, 2, hid))
+            if cut(t0 + i):
                 dh, dr, dg = self._zeros(), self._zeros(), None
             else:
-                dh, dr, dg = dht * z[i], da, dpre[t]
+                dh, dr = dht * z_t[i], da
         return dh, dr, dg
 
     def finish(self, grads: dict, needs: Sequence[bool]) -> tuple[Tensor | None, ...]:
@@ -222,14 +265,14 @@ class LIFKernel(_SpikingKernel):
         assert j is not None and decay is not None
         cur, v = carry
         i_buf, q_buf = _buffers(keep, j, t1 - t0, self.out_shape, 2)
+        n, masks, cfg = t1 - t0, self.masks, self.cfg
+        j_t, out_t, fix_t = j[t0:t1].unbind(0), self._out_views(t0, t1, ranges), _fixed(ranges, n)
+        i_t, q_t = _views(i_buf, n), _views(q_buf, n)
         rs = []
-        for i, t in enumerate(range(t0, t1)):
-            cur = torch.addcmul(j[t], decay, cur, out=_at(i_buf, i))
+        for i in range(n):
+            cur = torch.addcmul(j_t[i], decay, cur, out=i_t[i])
             vp = v + cur
-            s, rng, rt = _emit(
-                vp, rng, self.masks[t], self.cfg, None if ranges is None else ranges[i], self._dst(t, ranges)
-            )
-            _q_grad(vp, rt, self.cfg, _at(q_buf, i))
+            s, rng, rt = _emit(vp, rng, masks[t0 + i], cfg, fix_t[i], out_t[i], q_t[i])
             v = vp - s
             rs.append(rt)
         return (cur, v), rng, ((i_buf, q_buf) if keep else None), rs
