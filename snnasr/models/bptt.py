@@ -39,6 +39,7 @@ from torch import Tensor
 from snnasr.models.gemm import PackedWeight, mm
 from snnasr.models.scan import Kernel
 from snnasr.models.spikes import (
+    SURROGATES,
     QuantConfig,
     RangeState,
     StepMask,
@@ -297,3 +298,171 @@ class LIFKernel(_SpikingKernel):
 
     def finish(self, grads: dict, needs: Sequence[bool]) -> tuple[Tensor | None, ...]:
         return (grads["j"] if needs[0] else None, grads["decay"] if needs[1] else None)
+
+
+class _BinaryKernel(Kernel):
+    """Base of the threshold-neuron cells (binary spikes ``H(x)``, no range quantiser): starts
+    from the layer's own initial state, stores ``∂s/∂x = g(x)`` per step (the named surrogate)."""
+
+    def __init__(self, steps: int, shape: tuple[int, ...], state0: tuple, surrogate: str, width: float):
+        self.steps, self.out_shape, self.rng0 = steps, shape, None
+        self.state0, self.surrogate, self.width = state0, SURROGATES[surrogate], width
+
+    def init_carry(self) -> tuple:
+        return self.state0
+
+    def _zeros(self) -> Tensor:
+        return self.out.new_zeros(self.out_shape)
+
+    def _fire(self, x: Tensor, dst: Tensor | None) -> Tensor:
+        """``s = 1[x > 0]`` (as :func:`~snnasr.models.spikes.spike`), into ``out`` unless replaying."""
+        return torch.gt(x, 0, out=dst) if dst is not None else (x > 0).to(x.dtype)
+
+    def _previous(self, t0: int, t1: int, first: Tensor) -> Tensor:
+        """``s_{t-1}`` for t in t0..t1-1: the chunk's first state, then the emitted spikes."""
+        return torch.cat((first.unsqueeze(0), self.out[t0 : t1 - 1]))
+
+
+class ALIFKernel(_BinaryKernel):
+    """ALIF (Yin et al.): tensors ``(j, alpha, rho, w_rec)``, carry ``(u, b, s)``; saves ``i``,
+    ``b``, ``θ``, ``u`` and ``g(u - θ)``.
+
+    Forward as :func:`snnasr.models.alif.alif_step` (same ops, same spikes); backward, with
+    ``x = u - θ``, ``ḡ`` the gradient at ``s_t`` and the adjoints ``δ`` of the next step::
+
+        ∂s_t = ḡ_t + δs;  ∂x = ∂s_t g(x);  ∂u_t = δu + ∂x;  ∂b_t = δb - β (∂x + ∂u_t s_{t-1})
+        ∂j_t = (1-α) ∂u_t;  δu = α ∂u_t;  δb = ρ ∂b_t
+        δs = W_recᵀ ∂j_t + (1-ρ) ∂b_t - θ_t ∂u_t          (one GEMM per step)
+        ∂α = Σ ∂u_t (u_{t-1} - i_t);  ∂ρ = Σ ∂b_t (b_{t-1} - s_{t-1});  ∂W_rec = Σ ∂j_tᵀ s_{t-1}
+    """
+
+    def __init__(self, steps: int, shape: tuple[int, ...], state0: tuple, b0: float, beta: float, surrogate: str, width: float):  # fmt: skip
+        super().__init__(steps, shape, state0, surrogate, width)
+        self.b0, self.beta = b0, beta
+
+    def run(self, t0, t1, carry, rng, ranges, keep):  # type: ignore[no-untyped-def]
+        j, alpha, rho, w = self.tensors
+        assert j is not None and alpha is not None and rho is not None and w is not None
+        u, b, s = carry
+        n, b0, beta, g = t1 - t0, self.b0, self.beta, self.surrogate
+        oma, omr = 1 - alpha, 1 - rho
+        rec = PackedWeight(w, self.out_shape[0])
+        bufs = _buffers(keep, j, n, self.out_shape, 4)  # i, b, θ, u
+        i_t, b_t, th_t, u_t = (_views(x, n) for x in bufs)
+        j_t, out_t, sig = j[t0:t1].unbind(0), _views(self.out[t0:t1] if ranges is None else None, n), []
+        for k in range(n):
+            i = rec.addmm(j_t[k], s)
+            if keep:
+                i_t[k].copy_(i)
+            b = torch.addcmul(rho * b, omr, s, out=b_t[k])
+            th = torch.mul(b, beta, out=th_t[k]).add_(b0)
+            u = torch.addcmul(torch.addcmul(alpha * u, oma, i), th, s, value=-1, out=u_t[k])
+            x = u - th
+            s = self._fire(x, out_t[k])
+            if keep:
+                sig.append(g(x, self.width))
+        saved = (*bufs, sig) if keep else None
+        return (u, b, s), None, saved, [0.0] * n
+
+    def backward(self, t0, t1, carry0, saved, adj, grads, cut, gout, ranges):  # type: ignore[no-untyped-def]
+        _, alpha, rho, w = self.tensors
+        i_buf, b_buf, th_buf, u_buf, sig = saved
+        n, beta = t1 - t0, self.beta
+        if "j" not in grads:
+            for name in ("j", "du", "db"):
+                grads[name] = self.out.new_empty(self.out.shape)
+            grads["rec"] = PackedWeight(w.t().contiguous(), self.out_shape[0])
+        rec, oma, omr = grads["rec"], 1 - alpha, 1 - rho
+        dj_t, du_t, db_t = (grads[k][t0:t1].unbind(0) for k in ("j", "du", "db"))
+        gout_t, th_t = gout[t0:t1].unbind(0), th_buf.unbind(0)
+        s_prev = self._previous(t0, t1, carry0[2])
+        sp_t = s_prev.unbind(0)
+        zero = self._zeros()
+        du_n, db_n, ds_n = (zero, zero, zero) if adj is None else adj
+        for k in reversed(range(n)):
+            dx = (gout_t[k] + ds_n).mul_(sig[k])
+            du = torch.add(du_n, dx, out=du_t[k])
+            db = torch.add(db_n, torch.addcmul(dx, du, sp_t[k]), alpha=-beta, out=db_t[k])
+            dj = torch.mul(oma, du, out=dj_t[k])
+            if cut(t0 + k):
+                du_n, db_n, ds_n = zero, zero, zero
+            else:
+                du_n, db_n = alpha * du, rho * db
+                ds_n = rec.addmm(torch.addcmul(omr * db, th_t[k], du, value=-1), dj)
+        du, db = grads["du"][t0:t1], grads["db"][t0:t1]
+        u_prev = torch.cat((carry0[0].unsqueeze(0), u_buf[:-1]))
+        b_prev = torch.cat((carry0[1].unsqueeze(0), b_buf[:-1]))
+        _accumulate(grads, "alpha", (du * (u_prev - i_buf)).sum(dim=(0, 1)))
+        _accumulate(grads, "rho", (db * (b_prev - s_prev)).sum(dim=(0, 1)))
+        _accumulate(grads, "w", mm(grads["j"][t0:t1].reshape(-1, w.shape[0]).t(), s_prev.reshape(-1, w.shape[1])))
+        return du_n, db_n, ds_n
+
+    def finish(self, grads: dict, needs: Sequence[bool]) -> tuple[Tensor | None, ...]:
+        return tuple(grads[k] if need else None for k, need in zip(("j", "alpha", "rho", "w"), needs))
+
+
+class ScSrKernel(_BinaryKernel):
+    """ScSr (Zhang & Li): tensors ``(i, leak, gain, self_weight)``, carry ``(u, s)``; saves ``u``
+    and ``g(u - V)``.
+
+    Forward as :func:`snnasr.models.scsr.scsr_step`; backward (λ leak, γ gain, w self weight,
+    ``κ_t = λ (1 - s_{t-1})``)::
+
+        ∂u_t = δu + (ḡ_t + δs) g(u_t - V);  ∂I_t = γ ∂u_t
+        δu = κ_t ∂u_t;  δs = ∂u_t (γ w - λ u_{t-1})        (diagonal: no GEMM)
+        ∂λ = Σ ∂u_t u_{t-1} (1 - s_{t-1});  ∂γ = Σ ∂u_t (I_t + w s_{t-1});  ∂w = Σ ∂u_t γ s_{t-1}
+    """
+
+    def __init__(self, steps: int, shape: tuple[int, ...], state0: tuple, threshold: float, surrogate: str, width: float):  # fmt: skip
+        super().__init__(steps, shape, state0, surrogate, width)
+        self.threshold = threshold
+
+    def run(self, t0, t1, carry, rng, ranges, keep):  # type: ignore[no-untyped-def]
+        i_in, leak, gain, w = self.tensors
+        assert i_in is not None and leak is not None and gain is not None and w is not None
+        u, s = carry
+        n, g, v_th = t1 - t0, self.surrogate, self.threshold
+        (u_buf,) = _buffers(keep, i_in, n, self.out_shape, 1)
+        u_t, i_t = _views(u_buf, n), i_in[t0:t1].unbind(0)
+        out_t, sig = _views(self.out[t0:t1] if ranges is None else None, n), []
+        for k in range(n):
+            u = torch.addcmul(gain * torch.addcmul(i_t[k], w, s), leak * u, 1 - s, out=u_t[k])
+            x = u - v_th
+            s = self._fire(x, out_t[k])
+            if keep:
+                sig.append(g(x, self.width))
+        return (u, s), None, ((u_buf, sig) if keep else None), [0.0] * n
+
+    def backward(self, t0, t1, carry0, saved, adj, grads, cut, gout, ranges):  # type: ignore[no-untyped-def]
+        i_in, leak, gain, w = self.tensors
+        u_buf, sig = saved
+        n = t1 - t0
+        if "i" not in grads:
+            grads["i"], grads["du"] = self.out.new_empty(self.out.shape), self.out.new_empty(self.out.shape)
+        di_t, du_t, gout_t = grads["i"][t0:t1].unbind(0), grads["du"][t0:t1].unbind(0), gout[t0:t1].unbind(0)
+        s_prev = self._previous(t0, t1, carry0[1])
+        u_prev = torch.cat((carry0[0].unsqueeze(0), u_buf[:-1]))
+        sp_t, up_t = s_prev.unbind(0), u_prev.unbind(0)
+        gw, zero = gain * w, self._zeros()
+        du_n, ds_n = (zero, zero) if adj is None else adj
+        for k in reversed(range(n)):
+            du = torch.addcmul(du_n, gout_t[k] + ds_n, sig[k], out=du_t[k])
+            torch.mul(gain, du, out=di_t[k])
+            if cut(t0 + k):
+                du_n, ds_n = zero, zero
+            else:
+                du_n = du * torch.addcmul(leak, leak, sp_t[k], value=-1)
+                ds_n = du * torch.addcmul(gw, leak, up_t[k], value=-1)
+        du = grads["du"][t0:t1]
+        _accumulate(grads, "leak", (du * u_prev * (1 - s_prev)).sum(dim=(0, 1)))
+        _accumulate(grads, "gain", (du * torch.addcmul(i_in[t0:t1], w, s_prev)).sum(dim=(0, 1)))
+        _accumulate(grads, "w", (du * s_prev).sum(dim=(0, 1)) * gain)
+        return du_n, ds_n
+
+    def finish(self, grads: dict, needs: Sequence[bool]) -> tuple[Tensor | None, ...]:
+        return tuple(grads[k] if need else None for k, need in zip(("i", "leak", "gain", "w"), needs))
+
+
+def _accumulate(grads: dict, name: str, value: Tensor) -> None:
+    """Add one chunk's parameter gradient (chunks run in reverse, each adds its share)."""
+    grads[name] = value if name not in grads else grads[name] + value

@@ -117,11 +117,14 @@ class Cell(NamedTuple):
     kernel: Callable[..., tuple[Kernel, tuple, Callable]] | None = None
 
 
-def plain_cell(name: str, step: Callable[[Tensor, Any, Any], tuple[Tensor, Any]]) -> Cell:
+def plain_cell(
+    name: str,
+    step: Callable[[Tensor, Any, Any], tuple[Tensor, Any]],
+    kernel: Callable[..., tuple[Kernel, tuple, Callable]] | None = None,
+) -> Cell:
     """A :class:`Cell` for ``step(x_t, state, params)``: one input and no per-step mask (binary
-    spikes, no range quantiser; ALIF, ScSr).  It has no fused kernel yet, so every backend runs it
-    eagerly; scan it with ``masks=[None] * T``."""
-    return Cell(name, lambda x, state, params, m: step(x[0], state, params))
+    spikes, no range quantiser; ALIF, ScSr); scan it with ``masks=[None] * T``."""
+    return Cell(name, lambda x, state, params, m: step(x[0], state, params), kernel)
 
 
 class ScanMasks(NamedTuple):
