@@ -336,7 +336,9 @@ class ALIFKernel(_BinaryKernel):
         ∂α = Σ ∂u_t (u_{t-1} - i_t);  ∂ρ = Σ ∂b_t (b_{t-1} - s_{t-1});  ∂W_rec = Σ ∂j_tᵀ s_{t-1}
     """
 
-    def __init__(self, steps: int, shape: tuple[int, ...], state0: tuple, b0: float, beta: float, surrogate: str, width: float):  # fmt: skip
+    def __init__(
+        self, steps: int, shape: tuple[int, ...], state0: tuple, b0: float, beta: float, surrogate: str, width: float
+    ):
         super().__init__(steps, shape, state0, surrogate, width)
         self.b0, self.beta = b0, beta
 
@@ -413,7 +415,9 @@ class ScSrKernel(_BinaryKernel):
         ∂λ = Σ ∂u_t u_{t-1} (1 - s_{t-1});  ∂γ = Σ ∂u_t (I_t + w s_{t-1});  ∂w = Σ ∂u_t γ s_{t-1}
     """
 
-    def __init__(self, steps: int, shape: tuple[int, ...], state0: tuple, threshold: float, surrogate: str, width: float):  # fmt: skip
+    def __init__(
+        self, steps: int, shape: tuple[int, ...], state0: tuple, threshold: float, surrogate: str, width: float
+    ):
         super().__init__(steps, shape, state0, surrogate, width)
         self.threshold = threshold
 
