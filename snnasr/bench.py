@@ -15,6 +15,8 @@ Measured per row, on random data (``frames`` x ``batch``, 40-dim input, 48 class
   process's resident-set high-water mark, reset before the step, with glibc's mmap threshold
   fixed so freed tensors leave the resident set; measured after the timed rounds, see below).
 
+The timed steps run with glibc keeping freed memory for reuse, as ``snnasr train`` sets it on
+CPU (:mod:`snnasr.malloc`), which spares every row (LSTM included) re-faulting its temporaries.
 One warm-up iteration per row, then ``repeats`` rounds in which every row runs once in turn
 (interleaved, so a change in machine load hits all rows alike); the median round is reported,
 and with ``--json`` every round's time too (``train_s``, ``infer_s``: their spread is the
@@ -25,7 +27,6 @@ Frames/s count real frames only: with ``padded`` the batch's lengths are spread 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from snnasr.config import SCAN_BACKENDS, ModelConfig
 from snnasr.io import ConfigError
+from snnasr.malloc import keep_freed_memory, return_freed_memory
 from snnasr.models import build
 from snnasr.models.registry import bench_variants, get_arch, model_config
 from snnasr.models.scan import ScanOptions, configure
@@ -90,27 +92,15 @@ def peak_memory(step: Callable[[], None], device: torch.device) -> int:
         step()
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - base
+    return_freed_memory()  # freed heap pages leave the resident set: reusing them counts again
     try:
-        _libc().malloc_trim(0)  # freed heap pages leave the resident set: reusing them counts again
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM
         base = _rss("VmRSS")
-    except (OSError, AttributeError):
-        return -1  # not Linux / glibc: unknown
+    except OSError:
+        return -1  # not Linux: unknown
     step()
     return _rss("VmHWM") - base
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL("libc.so.6")
-
-
-def _fix_mmap_threshold() -> None:
-    """Freed large tensors go back to the OS at once (otherwise RSS keeps glibc's cache)."""
-    try:
-        _libc().mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def _rows(archs: list[str], backends: list[str]) -> list[Row]:
@@ -189,6 +179,7 @@ def run_bench(
         raise ConfigError(f"--time-chunk={time_chunk}: must be >= 0 (0 = off)")
     rows = _rows(archs or [v.name for v in VARIANTS], backends or ["fused", "eager"])
     dev = resolve_device(device)
+    keep_freed_memory()  # as training runs (snnasr.malloc); both the LSTM and the SNNs gain
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(frames, batch, N_IN, generator=gen)
     y = torch.randint(0, N_OUT, (frames, batch), generator=gen)
@@ -220,8 +211,7 @@ def run_bench(
             infer[k].append(_timed(case.infer, dev))
     # Memory last: the allocator setting it needs (every large block mapped and unmapped, so
     # that the resident set follows the tensors) makes each step fault in fresh pages, which
-    # would slow the timed steps; they run with the allocator as training runs it.
-    _fix_mmap_threshold()
+    # would slow the timed steps; they run with the allocator as `snnasr train` sets it.
     peaks = [peak_memory(case.train_step, dev) for case in cases]
     out: list[dict[str, Any]] = []
     for row, tr, inf, peak in zip(rows, train, infer, peaks):
