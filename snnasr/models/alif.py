@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnasr.config import SURROGATES, ScanConfig, _choice
 from snnasr.io import ConfigError
 from snnasr.models.bptt import ALIFKernel
+from snnasr.models.gemm import linear
 from snnasr.models.layers import drop_drive, make_norm
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import ScanOptions, plain_cell, scan
@@ -202,7 +202,7 @@ class ALIFLayer(nn.Module):
         with torch.no_grad():
             self.tau_m.clamp_(min=self.tau_min)
             self.tau_adp.clamp_(min=self.tau_min)
-        j = self.norm(F.linear(x, self.weight, self.bias), mask)
+        j = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager") + self.bias, mask)
         j = drop_drive(j, self.hidden, self.p, self.training)
         out, _ = scan(ALIF, (j,), self.init_state(x), self.params(), [None] * j.shape[0], self.scan_options)
         return out

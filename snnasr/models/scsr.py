@@ -43,12 +43,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnasr.config import SURROGATES, ScanConfig, _choice
 from snnasr.io import ConfigError
 from snnasr.models.bptt import ScSrKernel
+from snnasr.models.gemm import linear
 from snnasr.models.layers import drop_drive, kaiming_uniform_, make_norm
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import ScanOptions, plain_cell, scan
@@ -169,7 +169,7 @@ class ScSrLayer(nn.Module):
         with torch.no_grad():  # intrinsic parameters kept in range (BIP)
             self.tau_m.clamp_(*self.tau_range)
             self.gain.clamp_(*self.gain_range)
-        i = self.norm(F.linear(x, self.weight), mask)
+        i = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager"), mask)
         i = drop_drive(i, self.hidden, self.p, self.training)
         out, _ = scan(SCSR, (i,), self.init_state(x), self.params(), [None] * i.shape[0], self.scan_options)
         return out
