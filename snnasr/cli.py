@@ -423,6 +423,9 @@ def train(
 @click.option(
     "--min-dur", type=int, default=3, show_default=True, help="Decoder: minimum phone duration in frames (>= 1)."
 )
+@click.option(
+    "--sparse", is_flag=True, help="Event-driven spiking layers (only non-zero inputs multiply); MACs executed."
+)
 @RECIPE_DIR
 def eval_(
     exp: Path,
@@ -434,6 +437,7 @@ def eval_(
     smooth: int,
     encoder_ops: str,
     min_dur: int,
+    sparse: bool,
     recipe_dir: Path,
 ) -> None:
     """Evaluate EXP (exp/<run>) on a set: accuracy, decoded and collapse PER, % zeros, ops."""
@@ -450,7 +454,33 @@ def eval_(
         smooth_window=smooth,
         encoder_ops=encoder_ops,
         min_dur=min_dur,
+        sparse=sparse,
     )
+
+
+@cli.command()
+@click.argument("exp", type=click.Path(path_type=Path))
+@click.option("--set", "set_name", default="test", show_default=True)
+@click.option("--chunk", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per chunk.")
+@click.option("--audio", is_flag=True, help="Stream the set's audio through its fbank/MFCC options, not its features.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N utterances.")
+@click.option("--check", is_flag=True, help="Also compare every frame with the offline forward of the whole utterance.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@RECIPE_DIR
+def stream(
+    exp: Path,
+    set_name: str,
+    chunk: int,
+    audio: bool,
+    limit: int | None,
+    check: bool,
+    device: str | None,
+    recipe_dir: Path,
+) -> None:
+    """Stream a set through EXP chunk by chunk: real-time factor, latency per chunk, accuracy."""
+    from snnasr.stream import run_stream
+
+    run_stream(exp, recipe_dir, set_name, chunk=chunk, audio=audio, limit=limit, check=check, device=device)
 
 
 @cli.command()
@@ -480,6 +510,16 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 @click.option(
     "--time-chunk", type=click.IntRange(min=0), default=0, help="Fused scans: recompute in chunks of K frames."
 )
+@click.option(
+    "--sparse",
+    "sparse_exp",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Instead: inference of this trained run (exp/<run>) on --set, dense vs event-driven.",
+)
+@click.option("--set", "set_name", default="test", show_default=True, help="With --sparse: the set.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="With --sparse: the first N utterances.")
+@RECIPE_DIR
 def bench(
     archs: str | None,
     hidden: int,
@@ -492,8 +532,17 @@ def bench(
     repeats: int,
     as_json: bool,
     time_chunk: int,
+    sparse_exp: Path | None,
+    set_name: str,
+    limit: int | None,
+    recipe_dir: Path,
 ) -> None:
     """Training/inference frames/s and peak memory of each architecture and backend vs nn.LSTM."""
+    if sparse_exp is not None:
+        from snnasr.sparse import run_sparse_bench
+
+        run_sparse_bench(sparse_exp, recipe_dir, set_name, repeats, limit, device=device, as_json=as_json)
+        return
     from snnasr.bench import run_bench
 
     run_bench(

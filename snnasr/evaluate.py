@@ -262,11 +262,13 @@ def run_evaluation(
     smooth_window: int = 1,
     batch_frames: int = DEFAULT_BATCH_FRAMES,
     min_dur: int = 3,
+    sparse: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``exp`` on ``data/<set_name>``; write and return the results dict.
 
-    ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame decisions before
-    the collapse PER; ``min_dur`` the decoder's minimum phone duration in frames.  Raises DataError (one line) for a run without model.pt, a set without features or
+    ``sparse``: run the spiking layers event-driven (:mod:`snnasr.sparse`) and report the MACs
+    they executed.  ``smooth_window`` (odd, 1 = off) is the majority filter applied to frame
+    decisions before the collapse PER; ``min_dur`` the decoder's minimum phone duration in frames.  Raises DataError (one line) for a run without model.pt, a set without features or
     labels, or a set whose labels differ from the model's.
     """
     recipe_dir = Path(recipe_dir)
@@ -324,8 +326,15 @@ def run_evaluation(
     specs = cast(Any, model).layer_specs()
     stats = ActivationStats(len(specs))
     directions = [s.directions for s in specs]
+    tallies: list[Any] = []
+    if sparse:
+        from snnasr.sparse import event_driven
+
+        model, tallies = event_driven(model)
+    set_tallies: list[Any] = []  # the tallies after this set's last batch (the dev decode runs later)
 
     def add_stats(x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
+        set_tallies[:] = [dataclasses.replace(t) for t in tallies]
         stats.update(
             x,
             mask,
@@ -405,6 +414,10 @@ def run_evaluation(
             for key in ("total_per_frame", "energy_pj_per_frame"):
                 results["ops"][f"{kind}_{key}"] = details["reference"][kind][key]
         write_text(out_dir / f"ops{suffix}.json", json.dumps(details, indent=2) + "\n")
+    if sparse:
+        from snnasr.sparse import executed_ops
+
+        results["sparse"] = executed_ops(set_tallies, specs, details if report_ops else None, stats.frames)
     if utterance:
         from snnasr.utterance import plot_confusion
 
@@ -566,6 +579,13 @@ def _print_summary(results: dict[str, Any]) -> None:
             f"(S {per['substitutions']}, D {per['deletions']}, I {per['insertions']}, N {per['ref_phones']}; "
             f"acwt {per['acwt']}, LM weight {per['lm_weight']}, min. duration {per['min_dur']} frames, "
             f"tuned on {per['tuned_on']}: {100 * per['dev_per']:.2f}%); collapse PER: {100 * cper['per']:.2f}%"
+        )
+    if "sparse" in results:
+        sp = results["sparse"]
+        counted = f", counted events {sp['counted_mac_per_frame']:,.0f}" if "counted_mac_per_frame" in sp else ""
+        click.echo(
+            f"event-driven: synaptic + recurrent MACs per frame executed {sp['executed_mac_per_frame']:,.0f}{counted}, "
+            f"dense GEMMs {sp['dense_mac_per_frame']:,.0f} ({sp['executed_mac_per_frame'] / sp['dense_mac_per_frame']:.3f}x)"
         )
     zeros = ", ".join(f"{100 * z:.1f}" for z in results["zero_frac"]["layers"])
     click.echo(f"zero outputs per hidden layer (%): {zeros}; overall {100 * results['zero_frac']['overall']:.1f}")

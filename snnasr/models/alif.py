@@ -121,7 +121,12 @@ class ALIFParams(NamedTuple):
 def alif_step(j: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFState]:
     """One step: feedforward current ``j`` = ``m ⊙ N(W x_t + b)`` ``[B, H]`` and state in,
     ``(s_t, new state)`` out; no mutation."""
-    i = torch.addmm(j, state.spikes, p.weight_rec.t())
+    return alif_update(torch.addmm(j, state.spikes, p.weight_rec.t()), state, p)
+
+
+def alif_update(i: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFState]:
+    """The rest of :func:`alif_step` once the input current ``I_t`` (with ``W_rec s_{t-1}``) is
+    known (the event-driven path of :mod:`snnasr.sparse` computes the recurrent term itself)."""
     b = torch.addcmul(p.rho * state.adaptation, 1 - p.rho, state.spikes)
     theta = torch.mul(b, p.beta) + p.b0
     u = torch.addcmul(torch.addcmul(p.alpha * state.membrane, 1 - p.alpha, i), theta, state.spikes, value=-1)
@@ -199,13 +204,18 @@ class ALIFLayer(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: ALIFState | None = None) -> tuple[Tensor, ALIFState]:
+        """:meth:`forward` from ``state`` (None = the initial state), also returning the state
+        after the last step: a stream runs its chunks through this, one after the other."""
         with torch.no_grad():
             self.tau_m.clamp_(min=self.tau_min)
             self.tau_adp.clamp_(min=self.tau_min)
         j = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager") + self.bias, mask)
         j = drop_drive(j, self.hidden, self.p, self.training)
-        out, _ = scan(ALIF, (j,), self.init_state(x), self.params(), [None] * j.shape[0], self.scan_options)
-        return out
+        state0 = self.init_state(x) if state is None else state
+        return scan(ALIF, (j,), state0, self.params(), [None] * j.shape[0], self.scan_options)
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ALIFLayer:

@@ -311,6 +311,9 @@ class _BinaryKernel(Kernel):
     def init_carry(self) -> tuple:
         return self.state0
 
+    def carry_of(self, state0: Any) -> tuple:
+        return tuple(state0)  # no range state
+
     def _zeros(self) -> Tensor:
         return self.out.new_zeros(self.out_shape)
 

@@ -62,11 +62,18 @@ class SigmaDeltaEncoder(nn.Module):
         self.scan_options = ScanOptions()
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(
+        self, x: Tensor, mask: Tensor, state: SigmaDeltaState | None = None
+    ) -> tuple[Tensor, SigmaDeltaState]:
+        """:meth:`forward` from ``state`` (None = residual 0), also returning the final state (streaming)."""
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
-        state0 = SigmaDeltaState(torch.zeros_like(x[0]), self.quantizer.start(x.dtype))
-        out, state = scan(SIGMA_DELTA, (x,), state0, self.quantizer.config(), steps, self.scan_options)
+        if state is None:
+            state = SigmaDeltaState(torch.zeros_like(x[0]), self.quantizer.start(x.dtype))
+        out, state = scan(SIGMA_DELTA, (x,), state, self.quantizer.config(), steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
-        return out
+        return out, state
 
 
 def multibit_quantizer(cfg: Any) -> Quantizer:

@@ -126,6 +126,10 @@ class Readout(nn.Module):
     def forward(self, s: Tensor, mask: Tensor) -> Tensor:
         return self.norm(F.linear(s, self.weight), mask)
 
+    def forward_state(self, s: Tensor, mask: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """Per frame, so no state: :meth:`forward` in the stateful form a stream calls."""
+        return self.forward(s, mask), None
+
 
 class IntegratorReadout(nn.Module):
     """Leaky-integrator readout (Yin et al. 2021), one non-spiking neuron per class::
@@ -147,13 +151,18 @@ class IntegratorReadout(nn.Module):
         self.tau = nn.Parameter(torch.full((n_out,), float(tau_init)))
 
     def forward(self, r: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(r, mask)[0]
+
+    def forward_state(self, r: Tensor, mask: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` from the integrator's ``m`` ``[B, C]`` (None = 0), also returning
+        ``m`` after the last frame (streaming)."""
         with torch.no_grad():
             self.tau.clamp_(min=1.0)
         z = self.norm(self.linear(r), mask)
         alpha = torch.exp(-1.0 / self.tau)
-        m = torch.zeros_like(z[0])
+        m = torch.zeros_like(z[0]) if state is None else state
         out = []
         for z_t in z.unbind(0):
             m = alpha * m + (1 - alpha) * z_t
             out.append(m)
-        return torch.stack(out)
+        return torch.stack(out), m

@@ -168,14 +168,25 @@ class LIFLayer(nn.Module):
         return drop_drive(j, self.hidden, self.p, self.training)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
+        last step: a stream runs its chunks through this, one after the other."""
+        return self.integrate(self.drive(x, mask), mask, state)
+
+    def integrate(self, j: Tensor, mask: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        """The neurons' time loop over a given drive ``J`` ``[T, B, H]`` (:mod:`snnasr.sparse`
+        computes ``J`` event by event)."""
         with torch.no_grad():
             self.decay.clamp_(0.0, 1.0)
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
         params = LIFParams(self.decay, self.quantizer.config())
         cell = LIF_RESET_ZERO if self.reset == "zero" else LIF
-        out, state = scan(cell, (self.drive(x, mask),), self.init_state(x), params, steps, self.scan_options)
+        state0 = self.init_state(j) if state is None else state
+        out, state = scan(cell, (j,), state0, params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
-        return out
+        return out, state
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> LIFLayer:

@@ -52,12 +52,16 @@ class RecurrentLayer(nn.Module):
         return LayerSpec(self.kind, self.n_in, self.hidden, True)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """:meth:`forward` from the kernel's state ``(h, c)`` (LSTM) / ``h`` (GRU), None = zeros,
+        also returning the state after the last frame (streaming)."""
         x = self.norm(x, mask)
         m = dropout_mask(x, self.n_in, self.p, self.training) if self.drop_input else None
         if m is not None:
             x = x * m
-        h, _ = self.rnn(x)
-        return h
+        return self.rnn(x, state)
 
 
 def _layer(kind: str):

@@ -68,12 +68,20 @@ def gated_step(x: tuple[Tensor], state: GatedState, params: GatedParams, m: Step
     (pre,) = x
     if params.recurrent is not None:
         pre = torch.addmm(pre, state.spikes, params.recurrent.t())
-    gz, gc = pre.chunk(2, dim=1)
+    return gated_update(pre, state, params, m, params.recurrent is not None)
+
+
+def gated_update(
+    g: Tensor, state: GatedState, params: GatedParams, m: StepMask, recurrent: bool
+) -> tuple[Tensor, GatedState]:
+    """The rest of :func:`gated_step` once the gates' inputs ``g = P_t (+ U s_{t-1})`` are known
+    (the event-driven path of :mod:`snnasr.sparse` computes ``U s_{t-1}`` itself)."""
+    gz, gc = g.chunk(2, dim=1)
     z = torch.sigmoid(gz)
     c = torch.relu(gc)
     if params.drop is not None:
         c = c * params.drop
-    if params.recurrent is None:
+    if not recurrent:
         h = torch.addcmul((1 - z) * c, z, state.trace)
     else:
         h = torch.addcmul(c, z, state.trace - c)
@@ -119,18 +127,30 @@ class GatedSpikingLayer(nn.Module):
 
     def projections(self, x: Tensor, mask: Tensor) -> Tensor:
         """``[BN_z(W_z x) | BN_c(W_c x)]`` for all frames, ``[T, B, 2H]``: one GEMM, then both
-        batch norms in one call (:func:`batch_norm_blocks`)."""
-        p = linear(x, self.weight, fast=self.scan_options.backend != "eager")
-        return batch_norm_blocks(p, mask, (self.norm_z, self.norm_c))
+        batch norms in one call (:meth:`normalise`)."""
+        return self.normalise(linear(x, self.weight, fast=self.scan_options.backend != "eager"), mask)
+
+    def normalise(self, wx: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`projections` from the product ``W x`` ``[T, B, 2H]`` (:func:`batch_norm_blocks`)."""
+        return batch_norm_blocks(wx, mask, (self.norm_z, self.norm_c))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        pre = self.projections(x, mask)
-        drop = dropout_mask(x, self.hidden, self.p, self.training)
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: GatedState | None = None) -> tuple[Tensor, GatedState]:
+        """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
+        last step: a stream runs its chunks through this, one after the other."""
+        return self.integrate(self.projections(x, mask), mask, state)
+
+    def integrate(self, pre: Tensor, mask: Tensor, state: GatedState | None = None) -> tuple[Tensor, GatedState]:
+        """The gated loop over given projections ``pre`` ``[T, B, 2H]`` (see :meth:`projections`)."""
+        drop = dropout_mask(pre, self.hidden, self.p, self.training)
         steps = step_masks(ScanMasks.of(mask), self.quantizer)
         params = GatedParams(self.weight_rec, drop, self.quantizer.config())
-        out, state = scan(GATED, (pre,), self.init_state(x), params, steps, self.scan_options)
+        state0 = self.init_state(pre) if state is None else state
+        out, state = scan(GATED, (pre,), state0, params, steps, self.scan_options)
         self.quantizer.commit(state.range, steps)
-        return out
+        return out, state
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> GatedSpikingLayer:

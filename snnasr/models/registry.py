@@ -62,6 +62,14 @@ class ModelOutput(NamedTuple):
     readout_input: Tensor | None = None  # [T, B, R], what the readout read per frame
 
 
+class ModelState(NamedTuple):
+    """Where a stream stands after a chunk: the recurrent state of every part (None = at rest)."""
+
+    encoder: Any  # the input encoder's (sigma-delta residual and range), None without one
+    layers: tuple[Any, ...]  # one per hidden layer, the layer's own state type
+    readout: Any  # the integrator readout's m, None for the per-frame readout
+
+
 LayerBuilder = Callable[[Any, int, int, bool], nn.Module]  # (cfg, n_in, index, backward) -> layer
 
 
@@ -236,24 +244,49 @@ class AcousticModel(nn.Module):
         return specs
 
     def forward(self, x: Tensor, mask: Tensor) -> ModelOutput:
+        return self._run(x, mask, None, False)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: ModelState | None = None) -> tuple[ModelOutput, ModelState]:
+        """:meth:`forward` continuing from ``state`` (None = every layer at rest), also returning
+        every part's state after the last frame: :mod:`snnasr.stream` feeds chunks through this.
+        Each module takes ``forward_state(x, mask, state) -> (out, state)`` (unidirectional only)."""
+        out, new = self._run(x, mask, state, True)
+        return out, cast(ModelState, new)
+
+    def _run(self, x: Tensor, mask: Tensor, state: ModelState | None, stateful: bool) -> tuple[ModelOutput, Any]:
+        n = len(self.layers)
+        old = state if state is not None else ModelState(None, (None,) * n, None)
+        new: list[Any] = []
+
+        def call(module: Any, inp: Tensor, m: Tensor, st: Any) -> Tensor:
+            if not stateful:
+                return module(inp, m)
+            out, st = module.forward_state(inp, m, st)
+            new.append(st)
+            return out
+
         k = self.steps_per_frame
         frame_mask = mask
         if k > 1:
             x, mask = x.repeat_interleave(k, dim=0), mask.repeat_interleave(k, dim=0)
-        h = x if self.encoder is None else self.encoder(x, mask)
+        h = x if self.encoder is None else call(self.encoder, x, mask, old.encoder)
         signals = [h]
         inputs, outputs = [], []
-        for layer, src in zip(self.layers, self.sources):
+        for layer, src, st in zip(self.layers, self.sources, old.layers):
             inp = signals[src[0]] if len(src) == 1 else torch.cat([signals[j] for j in src], dim=-1)
             inputs.append(inp)
-            h = layer(inp, mask)
+            h = call(layer, inp, mask, st)
             outputs.append(h)
             signals.append(h)
         src = self.readout_sources
         r = signals[src[0]] if len(src) == 1 else torch.cat([signals[j] for j in src], dim=-1)
         if k > 1:
             r = r.reshape(-1, k, *r.shape[1:]).mean(dim=1)
-        return ModelOutput(self.readout(r, frame_mask), inputs, outputs, mask, r)
+        out = ModelOutput(call(self.readout, r, frame_mask, old.readout), inputs, outputs, mask, r)
+        if not stateful:
+            return out, None
+        enc = new.pop(0) if self.encoder is not None else None
+        return out, ModelState(enc, tuple(new[:n]), new[n])
 
 
 def build(arch: str, cfg: ModelConfig, n_in: int, n_out: int) -> AcousticModel:

@@ -70,10 +70,13 @@ class Kernel:
     reverse, carries the adjoint state ``adj`` to the chunk before and writes gradients into
     ``grads``; ``finish`` returns the gradients of the bound tensors (None where not needed).
     Set by the subclass: ``out_shape`` (one step's output), ``rng0`` (range state at t=0).
+    ``carry0``: the carry at t=0 when it is not :meth:`init_carry`'s zeros (set by :func:`scan`
+    from ``state0``, so that a stream can continue from where its previous chunk stopped).
     """
 
     out_shape: tuple[int, ...]
     rng0: Any
+    carry0: tuple | None = None
     tensors: tuple[Tensor | None, ...]
     out: Tensor
     final: tuple[tuple, Any]
@@ -83,6 +86,10 @@ class Kernel:
 
     def init_carry(self) -> tuple:
         raise NotImplementedError
+
+    def carry_of(self, state0: Any) -> tuple:
+        """The carry at t=0 from the cell's state ``(*carry, range)`` (see :func:`scan`)."""
+        return tuple(state0[:-1])
 
     def run(
         self, t0: int, t1: int, carry: tuple, rng: Any, ranges: list | None, keep: bool
@@ -211,7 +218,7 @@ class _FusedScan(torch.autograd.Function):
         kernel.bind(tensors, out)
         keep = grad_wanted and any(ctx.needs_input_grad[3:])
         chunk = options.time_chunk if keep and options.time_chunk else t_len
-        carry, rng = kernel.init_carry(), kernel.rng0
+        carry, rng = kernel.carry0 if kernel.carry0 is not None else kernel.init_carry(), kernel.rng0
         starts, saved, ranges = [], [], []
         for t0 in range(0, t_len, chunk):
             starts.append(carry)
@@ -263,13 +270,16 @@ def scan(
 ) -> tuple[Tensor, Any]:
     """Run ``cell`` over time: ``inputs`` ``[T, B, *]`` tensors, ``masks`` from :func:`step_masks`.
 
-    Returns the outputs ``[T, B, H]`` and the final state (its range state is what the layer
-    commits to its quantiser).  Fused backends give no gradient through the final state.
+        Returns the outputs ``[T, B, H]`` and the final state (its range state is what the layer
+        commits to its quantiser).  Fused backends give no gradient through the final state, nor to
+        ``state0``; a fused cell's state is ``(*carry, range)`` (the kernel's carry, then the range),
+    or the carry alone for cells without a range quantiser (:meth:`Kernel.carry_of`).
     """
     if resolve_backend(cell, options) == "eager":
         return eager_scan(cell, inputs, state0, params, masks, options.tbptt)
     assert cell.kernel is not None
     kernel, tensors, final = cell.kernel(inputs, state0, params, masks)
+    kernel.carry0 = kernel.carry_of(state0)
     # Under no_grad, needs_input_grad still reports the parameters' requires_grad: pass the mode.
     out = _FusedScan.apply(kernel, options, torch.is_grad_enabled(), *tensors)
     return out, final(*kernel.final)

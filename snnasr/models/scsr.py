@@ -166,13 +166,23 @@ class ScSrLayer(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_state(x, mask)[0]
+
+    def forward_state(self, x: Tensor, mask: Tensor, state: ScSrState | None = None) -> tuple[Tensor, ScSrState]:
+        """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
+        last step: a stream runs its chunks through this, one after the other."""
+        wx = linear(x, self.weight, fast=self.scan_options.backend != "eager")
+        i = drop_drive(self.norm(wx, mask), self.hidden, self.p, self.training)
+        return self.integrate(i, mask, state)
+
+    def integrate(self, i: Tensor, mask: Tensor, state: ScSrState | None = None) -> tuple[Tensor, ScSrState]:
+        """The neurons' time loop over a given drive ``I`` ``[T, B, H]`` (:mod:`snnasr.sparse`
+        computes ``I`` event by event)."""
         with torch.no_grad():  # intrinsic parameters kept in range (BIP)
             self.tau_m.clamp_(*self.tau_range)
             self.gain.clamp_(*self.gain_range)
-        i = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager"), mask)
-        i = drop_drive(i, self.hidden, self.p, self.training)
-        out, _ = scan(SCSR, (i,), self.init_state(x), self.params(), [None] * i.shape[0], self.scan_options)
-        return out
+        state0 = self.init_state(i) if state is None else state
+        return scan(SCSR, (i,), state0, self.params(), [None] * i.shape[0], self.scan_options)
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ScSrLayer:
