@@ -173,3 +173,22 @@ def test_float32_fused_matches_eager(arch, extra):
     b.logits[mask].sum().backward()
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-3, rtol=1e-3), name
+
+
+@pytest.mark.parametrize("arch, extra", SPIKING[:2])
+def test_device_range_state_path_equals_eager(arch, extra, monkeypatch):
+    """The range state as 0-dim tensors (what CUDA runs: no host sync per step), forced on CPU:
+    the fused scan equals the eager one, and both equal the host-float path."""
+    x, mask = _padded()
+    host, _ = _pair(arch, extra, ScanOptions("fused"))
+    monkeypatch.setattr(Quantizer, "host", lambda self: False)
+    model, ref = _pair(arch, extra, ScanOptions("fused"))
+    w = torch.randn(*mask.shape, 4, dtype=torch.float64)
+    a = _step(host, x, mask, w, 0)
+    _assert_same(model, ref, x, mask)
+    assert isinstance(model.layers[0].quantizer.start(torch.float64).lo, torch.Tensor)
+    fresh, _ = _pair(arch, extra, ScanOptions("fused"))
+    c = _step(fresh, x, mask, w, 0)
+    assert torch.allclose(a.logits[mask], c.logits[mask], atol=1e-9)
+    for p, q in zip(host.parameters(), fresh.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-9)
