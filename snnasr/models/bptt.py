@@ -19,6 +19,10 @@ LIF cell, ``I = J + β I_{t-1}``, ``v' = v_{t-1} + I``, output stage on ``v'``::
 
     ∂I_t += ∂v'_t;   ∂J_t = ∂I_t;   ∂I_{t-1} = β ∂I_t;   ∂v_{t-1} = ∂v'_t;   ∂β = Σ_t ∂I_t I_{t-1}
 
+ALIF and ScSr (binary threshold neurons, ``s = H(x)`` with a named surrogate ``g``): see
+:class:`ALIFKernel` and :class:`ScSrKernel`; they store ``g(x_t)`` per step as the quantised
+cells store ``q'``, and sum their per-neuron parameters' gradients over all frames at once.
+
 The per-step factors that do not depend on the adjoint (``q'``, the gate derivatives) are
 computed in the forward loop, while that step's small ``[B, H]`` tensors are still in cache,
 and stored instead of the raw states; the reverse loop is left with about six small ops per

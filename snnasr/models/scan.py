@@ -13,9 +13,10 @@ inputs, state0, params, masks)`` runs the recurrence over time with a backend:
 - ``auto`` (default): ``fused`` when the cell has a kernel, else ``eager`` (a clean fallback,
   also for ``fused`` asked of a cell without one, e.g. a new architecture).
 
-Why this shape (measured, see ``snnasr bench``): the eager loop's cost is per-op overhead
-(autograd graph and dispatch) of ~40 small ops per step; the fused kernel runs ~20 ops per step
-forward and ~6 backward, with no graph.
+Why this shape (measured, see ``snnasr bench`` and README "Performance"): the eager loop's
+cost is per-op overhead (autograd graph and dispatch) of ~40 small ops per step; the fused
+kernel runs ~20 ops per step forward and ~6 backward, with no graph and with Python's cyclic
+garbage collector paused (:func:`_no_cyclic_gc`).
 
 Masks (:func:`step_masks`) are computed once per batch with one host sync, before the loop; the
 quantiser's range state is explicit (:class:`~snnasr.models.spikes.RangeState`, threaded
