@@ -96,10 +96,6 @@ def _buffers(keep: bool, ref: Tensor, n: int, shape: tuple[int, ...], count: int
     return [ref.new_empty(n, *shape) if keep else None for _ in range(count)]
 
 
-def _at(buf: Tensor | None, i: Any) -> Tensor | None:
-    return None if buf is None else buf[i]
-
-
 def _views(buf: Tensor | None, n: int) -> Sequence[Tensor | None]:
     """``buf``'s ``n`` per-step views (one ``unbind``: cheaper than indexing every step), or Nones."""
     return [None] * n if buf is None else buf.unbind(0)
