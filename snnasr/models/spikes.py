@@ -69,16 +69,17 @@ def _triangle(x: Tensor, width: float) -> Tensor:
     return torch.clamp(1 - x.abs() / width, min=0) / width
 
 
-def _gauss(x: Tensor, mu: float, sigma: float) -> Tensor:
-    return torch.exp(-((x - mu) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
-
-
 def _multi_gaussian(x: Tensor, width: float) -> Tensor:
-    # Yin et al. 2021: sigma 0.5, h 0.15, s 6, gamma 0.5 (integral 0.425); width stretches sigma.
+    """Yin et al. 2021: ``γ[(1+h) N(x; 0, σ) - h N(x; σ, sσ) - h N(x; -σ, sσ)]`` with σ 0.5,
+    h 0.15, s 6, γ 0.5 (integral 0.425); width stretches σ.  Written as three ``exp`` of
+    in-place-built arguments, with the constants folded: the fused ALIF scan evaluates it every
+    step, where the literal form took twice as long (measured at [8, 550])."""
     sigma, h, s, gamma = 0.5 * width, 0.15, 6.0, 0.5
-    return gamma * (
-        (1 + h) * _gauss(x, 0.0, sigma) - h * _gauss(x, sigma, s * sigma) - h * _gauss(x, -sigma, s * sigma)
-    )
+    a, b = 1 / (2 * sigma**2), 1 / (2 * (s * sigma) ** 2)
+    c0 = gamma * (1 + h) / (math.sqrt(2 * math.pi) * sigma)
+    c1 = gamma * h / (math.sqrt(2 * math.pi) * s * sigma)
+    side = torch.exp((x - sigma).square_().mul_(-b)).add_(torch.exp((x + sigma).square_().mul_(-b)))
+    return torch.exp(x.square().mul_(-a)).mul_(c0).sub_(side, alpha=c1)
 
 
 def _atan(x: Tensor, width: float) -> Tensor:
