@@ -8,9 +8,11 @@ many optimiser steps as the seed's) and ``batch_frames`` *padded* frames (a memo
 which the batch size adapts to the length: fewer, larger-in-time steps).  Pieces of one epoch are a pure function of
 ``(seed, epoch)``, so a run resumed from a checkpoint sees exactly the same minibatches.
 
-Corpus frames live once in a :class:`Packed` tensor (all utterances concatenated, plus one
-padding row at the end); a minibatch is only an index tensor ``idx [T, B]`` into it.  The
-model input is gathered with one indexing kernel on the device: ``x = feats[idx]``.
+The corpus is never in memory: an epoch's plan is a list of batches of ``(utterance, start,
+end)`` pieces computed from the lengths alone, and :func:`batch_loader` reads the pieces of
+each batch through a ``torch.utils.data.DataLoader`` (worker processes, pinned memory when the
+device is CUDA, ``prefetch_factor`` batches ahead), so only a few batches are in host memory.
+:class:`BucketBatchSampler` hands a rank its shard of the plan under ``torchrun``.
 
 Cutting rule (as in the seed, PyTorch-Kaldi): an utterance longer than ``1.25 * max_len`` has
 ``max_len``-frame pieces cut from its start until at most ``1.25 * max_len`` frames remain;
@@ -19,74 +21,19 @@ that tail is kept as one piece.  So every piece has at most ``floor(1.25 * max_l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import signal
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from snnasr.config import parse_curriculum
-from snnasr.io import DataError
+from snnasr.runtime import STOP_SIGNALS
 
 TAIL_FACTOR = 1.25
-
-
-@dataclass
-class Packed:
-    """A corpus as two flat tensors; row ``pad`` (the last) is the padding frame.
-
-    feats: [N + 1, F] float; labels: [N + 1] long (padding label -1);
-    starts/lengths: per utterance offsets into the rows, in dataset order.
-    """
-
-    feats: torch.Tensor
-    labels: torch.Tensor
-    starts: list[int]
-    lengths: list[int]
-    uttids: list[str]
-
-    @property
-    def pad(self) -> int:
-        return self.feats.shape[0] - 1
-
-    @property
-    def num_frames(self) -> int:
-        return self.feats.shape[0] - 1
-
-    def to(self, device: torch.device | str) -> Packed:
-        return Packed(self.feats.to(device), self.labels.to(device), self.starts, self.lengths, self.uttids)
-
-
-def pack(items: Iterable[tuple[str, torch.Tensor, torch.Tensor]], num_classes: int) -> Packed:
-    """Concatenate ``(uttid, feats [T, F], labels [T])`` items; check labels are class ids.
-
-    Raises DataError naming the utterance when feats and labels disagree in length or a label
-    is outside ``0..num_classes-1`` (a label file from another level or lang).
-    """
-    feats, labels, starts, lengths, uttids = [], [], [], [], []
-    offset = 0
-    for uttid, x, y in items:
-        if x.shape[0] != y.shape[0]:
-            raise DataError(
-                f"utterance {uttid}: {x.shape[0]} feature frames but {y.shape[0]} labels; "
-                f"re-run snnasr features for this set"
-            )
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise DataError(
-                f"utterance {uttid}: label ids outside 0..{num_classes - 1}; the labels do not "
-                f"match data/lang (re-run snnasr features)"
-            )
-        feats.append(x.float())
-        labels.append(y.long())
-        starts.append(offset)
-        lengths.append(x.shape[0])
-        uttids.append(uttid)
-        offset += x.shape[0]
-    if not feats:
-        raise DataError("no utterances to train on")
-    dim = feats[0].shape[1]
-    feats.append(torch.zeros(1, dim))
-    labels.append(torch.full((1,), -1, dtype=torch.long))
-    return Packed(torch.cat(feats), torch.cat(labels), starts, lengths, uttids)
+Piece = tuple[int, int, int]  # (utterance index, start frame, end frame)
 
 
 def curriculum_max_len(spec: str, epoch: int) -> int:
@@ -149,44 +96,119 @@ def plan_batches(
     return batches
 
 
-@dataclass
-class Batch:
-    """Index minibatch: ``idx [T, B]`` rows of a :class:`Packed` (padding -> its pad row)."""
-
-    idx: torch.Tensor
-    n_frames: int
-
-    def gather(self, data: Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x [T, B, F]``, ``y [T, B]`` (-1 on padding), ``mask [T, B]`` on ``data``'s device."""
-        y = data.labels[self.idx]
-        return data.feats[self.idx], y, y >= 0
-
-
-def index_batches(
-    plan: list[list[tuple[int, int, int]]], data: Packed, device: torch.device | str = "cpu"
-) -> list[Batch]:
-    """Turn a plan into right-padded index tensors on ``device`` (one transfer per batch)."""
-    pin = torch.device(device).type == "cuda"
-    out = []
-    for pieces in plan:
-        starts = torch.tensor([data.starts[u] + s for u, s, _ in pieces])
-        lens = torch.tensor([e - s for _, s, e in pieces])
-        steps = torch.arange(int(lens.max()))[:, None]
-        idx = torch.where(steps < lens[None, :], starts[None, :] + steps, data.pad)
-        if pin:
-            idx = idx.pin_memory()
-        out.append(Batch(idx.to(device, non_blocking=True), int(lens.sum())))
-    return out
-
-
-def epoch_batches(
-    data: Packed,
+def epoch_plan(
+    lengths: Sequence[int],
     max_len: int,
     batch_frames: int | None,
     seed: int | None,
-    device: torch.device | str = "cpu",
     batch_size: int | None = None,
-) -> list[Batch]:
-    """Minibatches of one epoch; ``seed=None`` means evaluation order (no shuffling)."""
+) -> list[list[Piece]]:
+    """Minibatch plan of one epoch; ``seed=None`` means evaluation order (no shuffling)."""
     gen = None if seed is None else torch.Generator().manual_seed(seed)
-    return index_batches(plan_batches(data.lengths, max_len, batch_frames, gen, batch_size), data, device)
+    return plan_batches(lengths, max_len, batch_frames, gen, batch_size)
+
+
+class BucketBatchSampler(Sampler[list[Piece]]):
+    """The batches of a plan that one rank runs, from minibatch ``start`` on.
+
+    With ``world`` ranks, rank ``r`` takes batches ``r, r + world, ...`` of the (same, seeded)
+    plan: disjoint shards, deterministic per epoch, and the same number of batches on every rank
+    (the last ``len(plan) % world`` batches are left out of a training epoch, as
+    ``DistributedSampler(drop_last=True)`` does, so every step has a batch on every rank).
+    ``drop_last=False`` keeps them (evaluation: uneven shards are fine without a collective per
+    batch).  ``start`` skips minibatches already run (a resumed epoch) without reading them.
+    """
+
+    def __init__(self, plan: list[list[Piece]], rank: int = 0, world: int = 1, start: int = 0, drop_last: bool = True):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of world size {world}")
+        usable = len(plan) // world * world if drop_last else len(plan)
+        self.batches = plan[rank:usable:world][start:]
+
+    def __iter__(self) -> Iterator[list[Piece]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+@dataclass
+class Minibatch:
+    """Right-padded model input: ``x [T, B, F]`` (0 on padding), ``y [T, B]`` (-1 on padding),
+    ``mask [T, B]`` (True on real frames); ``utts``: dataset index of each column;
+    ``n_frames``: real frames, counted on the host (no device sync)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    utts: list[int]
+    n_frames: int
+
+    def pin_memory(self) -> Minibatch:
+        """Called by the DataLoader's pinning thread (``pin_memory=True``)."""
+        return Minibatch(self.x.pin_memory(), self.y.pin_memory(), self.mask.pin_memory(), self.utts, self.n_frames)
+
+    def to(self, device: torch.device | str) -> Minibatch:
+        """On ``device``; asynchronous from pinned memory, so the copy overlaps compute."""
+        return Minibatch(
+            self.x.to(device, non_blocking=True),
+            self.y.to(device, non_blocking=True),
+            self.mask.to(device, non_blocking=True),
+            self.utts,
+            self.n_frames,
+        )
+
+
+def collate(items: list[tuple[int, torch.Tensor, torch.Tensor]]) -> Minibatch:
+    """``(utterance index, feats [T_i, F], labels [T_i])`` pieces -> one :class:`Minibatch`."""
+    xs = [x.float() for _, x, _ in items]
+    x = torch.nn.utils.rnn.pad_sequence(xs)
+    y = torch.nn.utils.rnn.pad_sequence([lab.long() for _, _, lab in items], padding_value=-1)
+    lens = torch.tensor([len(v) for v in xs])
+    mask = torch.arange(x.shape[0])[:, None] < lens[None, :]
+    return Minibatch(x, y, mask, [u for u, _, _ in items], int(lens.sum()))
+
+
+class Pieces(Dataset):
+    """A dataset addressed by piece: ``[(u, start, end)] -> (u, feats, labels)``.
+
+    Uses ``dataset.piece`` (:class:`snnasr.dataset.UtteranceDataset` reads only what the piece
+    needs) and else slices ``dataset[u]``, so any ``(uttid, feats, labels)`` dataset works.
+    """
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __getitem__(self, piece: Piece) -> tuple[int, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        u, start, end = piece
+        if hasattr(self.dataset, "piece"):
+            return (u, *self.dataset.piece(u, start, end))
+        _, x, y = self.dataset[u]
+        return u, x[start:end], y[start:end]
+
+
+def batch_loader(dataset: Any, sampler: Sampler[list[Piece]], workers: int = 0, device: torch.device | str = "cpu"):
+    """A DataLoader over ``sampler``'s batches of ``dataset`` (see :class:`Pieces`).
+
+    ``workers`` processes read and collate ahead (``prefetch_factor`` 2 each; 0 = in this
+    process); memory is pinned when ``device`` is CUDA.
+    """
+    return DataLoader(
+        Pieces(dataset),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        worker_init_fn=_ignore_stop_signals if workers else None,
+        # Its own generator: starting an iterator draws a seed from it, which from the global
+        # RNG would shift dropout and make a resumed epoch differ from an uninterrupted one.
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Ctrl-C (and a scheduler's SIGTERM) reach the whole process group: the training process
+    alone decides to stop (it finishes the step and checkpoints), which needs its workers still
+    serving batches.  Workers still end: told so by the DataLoader, or when the parent dies."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

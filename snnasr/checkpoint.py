@@ -176,6 +176,7 @@ def check_resumable(
 def _comparable(config: dict) -> dict:
     config = json.loads(json.dumps(config))
     config["train"].pop("epochs", None)
+    config["train"].pop("workers", None)  # how fast the data is read does not change the numbers
     config.pop("log", None)  # where the numbers are shown (TensorBoard) does not change them
     return config
 

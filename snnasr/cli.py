@@ -377,7 +377,10 @@ def train(
     overrides: tuple[str, ...],
     recipe_dir: Path,
 ) -> None:
-    """Train a model on data/train, select on data/dev; OVERRIDES are key=value (model.hidden=128)."""
+    """Train a model on data/train, select on data/dev; OVERRIDES are key=value (model.hidden=128).
+
+    Several GPUs or machines: launch under torchrun (torchrun --nproc_per_node N -m snnasr train ...).
+    """
     from snnasr.train import run_training
 
     run_training(

@@ -198,6 +198,9 @@ class TrainConfig:
     max_nonfinite_steps: int = 10
     # Also checkpoint every this many minibatches inside an epoch (0 = only at epoch ends).
     checkpoint_every: int = 0
+    # DataLoader worker processes reading features ahead of the model (0 = in the training
+    # process).  Changes speed only, never a number: resume and repeats ignore it.
+    workers: int = 0
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -215,6 +218,8 @@ class TrainConfig:
         _positive("train.log_every", self.log_every)
         _positive("train.eval_max_len", self.eval_max_len)  # 0 would cut dev utterances forever
         _positive("train.max_nonfinite_steps", self.max_nonfinite_steps)
+        if self.workers < 0:
+            raise ConfigError(f"train.workers={self.workers}: must be >= 0 (0 = read in the training process)")
         if self.checkpoint_every < 0:
             raise ConfigError(f"train.checkpoint_every={self.checkpoint_every}: must be >= 0 (0 = at epoch ends only)")
         _finite_positive("train.lr", self.lr)

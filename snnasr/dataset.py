@@ -1,13 +1,19 @@
 """Training data: features with CMVN applied, optional context splicing, and frame labels.
 
 Reads ``data/<set>/{feats.scp, cmvn.scp, utt2spk, conf/features.yaml, labels_<level>.scp}``
-and ``data/lang/``.  Everything is loaded into memory once (TIMIT is ~1.1M frames).
+and ``data/lang/``.  Nothing of the corpus stays in memory but an index (uttid, ark offset,
+length, label offset, CMVN key per utterance) and the CMVN stats: an item is read from its ark
+when asked for (:meth:`UtteranceDataset.piece`), so host memory does not grow with the corpus
+(LibriSpeech 960 h is ~340 M frames).  Building the index reads matrix headers only, and every
+label vector once to check it, keeping none.
 
 CMVN follows Kaldi ``apply-cmvn``: ``x - mean`` with the stats of the utterance's key (its
 speaker for ``cmvn: speaker``, itself for ``utt``, as ``conf/features.yaml`` records), and with
 ``norm_vars`` also ``/ std`` (variance floored at 1e-20 as Kaldi does).  Splicing by ``context``
-frames concatenates frames ``t-c .. t+c`` (edge frames replicated, as Kaldi ``splice-feats``);
-it is done per item so memory holds only the unspliced features.
+frames concatenates frames ``t-c .. t+c`` (edge frames replicated, as Kaldi ``splice-feats``).
+Both are applied to the frames an item needs (a piece plus ``c`` frames of context each side),
+never to the corpus, and give exactly the numbers of normalising and splicing the whole
+utterance first.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from snnasr.data.datadir import read_table
 from snnasr.data.drops import read_dropped
 from snnasr.features import read_feature_state
 from snnasr.io import DataError, require_file
-from snnasr.kaldi.ark import read_mat_scp, read_vec_int_scp
+from snnasr.kaldi.ark import load_mat_rows, load_vec_int_entry, mat_shape, read_mat_scp, scp_entries
 from snnasr.labels import DEFAULT_TOLERANCE, match_length
 from snnasr.lang import Lang, load_lang
 
@@ -81,7 +87,7 @@ def utterance_labels(data_dir: Path, lang: Lang, level: str | None) -> tuple[str
 
 
 class UtteranceDataset(Dataset):
-    """Items ``(uttid, feats FloatTensor[T, D], labels LongTensor[T])`` in uttid order.
+    """Items ``(uttid, feats FloatTensor[T, D], labels LongTensor[T])`` in feats.scp order, read lazily.
 
     Args:
         data_dir: ``<recipe>/data/<set>`` after ``snnasr features`` (and labels).
@@ -93,10 +99,13 @@ class UtteranceDataset(Dataset):
             (U = the lang's utterance level, the default ``level``) repeated over every frame, so
             batching is shared with frame training and pooling happens on the model's output.
 
-    Utterances without labels are skipped (counted in ``.skipped``, one warning line), as
-    Kaldi alignments can miss a few.  Raises DataError for missing features/CMVN/labels,
-    no labelled utterance, or labels whose length differs from the features by more than the
-    features stage's tolerance (smaller differences are padded/truncated).
+    ``uttids`` and ``lengths`` (frames) describe the index; ``piece(i, start, end)`` reads frames
+    ``start:end`` of utterance ``i``.  Utterances without labels are skipped (counted in
+    ``.skipped``, one warning line), as Kaldi alignments can miss a few.  Raises DataError for
+    missing features/CMVN/labels, no labelled utterance, features of different dimensions, or
+    labels whose length differs from the features by more than the features stage's tolerance
+    (smaller differences are padded/truncated); an entry that cannot be read later is a
+    DataError naming its scp line.
     """
 
     def __init__(
@@ -114,13 +123,17 @@ class UtteranceDataset(Dataset):
         self.lang: Lang = load_lang(Path(lang_dir) if lang_dir is not None else self.data_dir.parent / "lang")
         self.context = context
         self.norm_vars = norm_vars
+        self.task = task
 
         hint = "run `snnasr features` for this set first"
         state = read_feature_state(self.data_dir)
         feats_scp = require_file(self.data_dir / "feats.scp", "features", hint)
+        utt_classes: dict[str, np.ndarray] = {}
+        label_entries: dict[str, tuple[str, str]] = {}
         if task == "utterance":
-            self.level, labels_scp, labels = utterance_labels(self.data_dir, self.lang, level)
+            self.level, labels_scp, utt_classes = utterance_labels(self.data_dir, self.lang, level)
             self.classes = list(self.lang.utterance_classes)
+            labelled: set[str] = set(utt_classes)
         else:
             self.level = level if level is not None else self.lang.default
             self.classes = self.lang.symbols(self.level)
@@ -132,44 +145,45 @@ class UtteranceDataset(Dataset):
                     f"{', '.join(have) or 'no labels'} (labels come from `snnasr features` with "
                     f"phone_segments, or `snnasr prep kaldi`)"
                 )
-            labels = dict(read_vec_int_scp(labels_scp))
+            label_entries = {k: (rx, f"{labels_scp}:{n}") for k, rx, n in scp_entries(labels_scp)}
+            labelled = set(label_entries)
         self.num_classes = len(self.classes)
-        stats, utt2key = self._cmvn(state, hint)
-        tolerance = int((state.get("options") or {}).get("length_tolerance", DEFAULT_TOLERANCE))
+        self._stats, utt2key = self._cmvn(state, hint)
+        self._tolerance = int((state.get("options") or {}).get("length_tolerance", DEFAULT_TOLERANCE))
 
+        # The index: per utterance its feature entry, label entry (or class) and CMVN key.
         self.uttids: list[str] = []
         self.lengths: list[int] = []
-        self._feats: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
+        self._feats: list[tuple[str, str]] = []
+        self._labels: list[tuple[str, str] | np.ndarray] = []
+        self._keys: list[str | None] = []
         self.skipped = 0
-        # Read to the end first, so the scp's open arks are closed before an error below can
-        # leave the reader half-read.  Popping keeps peak memory low.
-        pending = list(read_mat_scp(feats_scp))[::-1]
-        while pending:
-            utt, feats = pending.pop()
-            if utt not in labels:
+        dims: dict[int, str] = {}
+        for utt, rxfile, n in scp_entries(feats_scp):
+            if utt not in labelled:
                 self.skipped += 1
                 continue
-            if stats is not None:
+            where = f"{feats_scp}:{n}"
+            frames, dim = mat_shape(rxfile, where, utt)
+            dims.setdefault(dim, utt)
+            key = None
+            if self._stats is not None:
                 key = utt2key.get(utt, utt)
-                if key not in stats:
+                if key not in self._stats:
                     raise DataError(f"{self.data_dir}/cmvn.scp: no stats for {key!r} (utterance {utt}); {hint}")
-                feats = apply_cmvn(feats, stats[key], norm_vars)
-            if task == "utterance":
-                lab = np.full(len(feats), labels[utt][0], dtype=np.int64)
-            else:
-                lab = match_length(utt, labels[utt], len(feats), tolerance, source=f"labels_{self.level}")
-            if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
-                raise DataError(
-                    f"{utt}: labels_{self.level} has class ids outside 0..{self.num_classes - 1}; "
-                    f"the labels do not belong to {self.lang.dir}"
-                )
             self.uttids.append(utt)
-            self.lengths.append(len(feats))
-            self._feats.append(torch.from_numpy(np.require(feats, np.float32, ["C", "W"])))
-            self._labels.append(torch.from_numpy(lab.astype(np.int64)))
+            self.lengths.append(frames)
+            self._feats.append((rxfile, where))
+            self._labels.append(utt_classes[utt] if task == "utterance" else label_entries[utt])
+            self._keys.append(key)
+            self.labels(len(self.uttids) - 1)  # checked now, so training never meets a bad one
         if not self.uttids:
             raise DataError(f"{labels_scp}: no utterance of feats.scp has labels; re-run the labelling stage")
+        if len(dims) > 1:
+            (d1, u1), (d2, u2) = list(dims.items())[:2]
+            raise DataError(
+                f"{feats_scp}: {u1} has {d1}-dim features but {u2} {d2}; re-run snnasr features for this set"
+            )
         if self.skipped:
             print(
                 f"snnasr: warning: {self.data_dir}: {self.skipped} utterances without labels_{self.level} skipped",
@@ -177,13 +191,13 @@ class UtteranceDataset(Dataset):
             )
         # Labels of utterances this set does not have (and did not drop) belong to another set.
         dropped = read_dropped(self.data_dir)
-        foreign = sorted(u for u in set(labels).difference(self.uttids) if u not in dropped)
+        foreign = sorted(u for u in labelled.difference(self.uttids) if u not in dropped)
         if foreign:
             raise DataError(
                 f"{labels_scp}: labels for {len(foreign)} utterances that are not in feats.scp (e.g. {foreign[0]}); "
                 f"the labels belong to another set: re-run snnasr features or snnasr prep kaldi for this one"
             )
-        self.dim = self._feats[0].shape[1] * (2 * context + 1)
+        self.dim = next(iter(dims)) * (2 * context + 1)
 
     def _cmvn(self, state: dict, hint: str) -> tuple[dict[str, np.ndarray] | None, dict[str, str]]:
         """CMVN stats by key and the utt -> key map the features stage used."""
@@ -195,8 +209,44 @@ class UtteranceDataset(Dataset):
         utt2key = read_table(self.data_dir / "utt2spk") if mode == "speaker" else {}
         return stats, utt2key
 
+    def labels(self, i: int) -> np.ndarray:
+        """Utterance ``i``'s class id per frame (int64), length-matched to its features."""
+        utt, frames, entry = self.uttids[i], self.lengths[i], self._labels[i]
+        if isinstance(entry, np.ndarray):  # task: utterance, one class
+            return np.full(frames, entry[0], dtype=np.int64)
+        rxfile, where = entry
+        lab = match_length(utt, load_vec_int_entry(rxfile, where, utt), frames, self._tolerance, f"labels_{self.level}")
+        if lab.size and (lab.min() < 0 or lab.max() >= self.num_classes):
+            raise DataError(
+                f"{utt}: labels_{self.level} has class ids outside 0..{self.num_classes - 1}; "
+                f"the labels do not belong to {self.lang.dir}"
+            )
+        return lab.astype(np.int64)
+
+    def piece(self, i: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames ``start:end`` of utterance ``i``: ``(feats [end-start, dim], labels [end-start])``.
+
+        Reads the piece and its ``context`` frames each side (fewer at the utterance's edges, which
+        splicing replicates), applies CMVN to those rows only, and splices; the result equals
+        slicing the normalised, spliced whole utterance.
+        """
+        if not 0 <= start <= end <= self.lengths[i]:
+            raise IndexError(f"piece {start}:{end} of {self.uttids[i]} ({self.lengths[i]} frames)")
+        lo, hi = max(0, start - self.context), min(self.lengths[i], end + self.context)
+        rxfile, where = self._feats[i]
+        feats = load_mat_rows(rxfile, where, self.uttids[i], lo, hi)
+        key = self._keys[i]
+        if key is not None and self._stats is not None:
+            feats = apply_cmvn(feats, self._stats[key], self.norm_vars)
+        x = splice(torch.from_numpy(np.require(feats, np.float32, ["C", "W"])), self.context)
+        y = torch.from_numpy(self.labels(i)[start:end])
+        return x[start - lo : end - lo], y
+
     def __len__(self) -> int:
         return len(self.uttids)
 
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-        return self.uttids[i], splice(self._feats[i], self.context), self._labels[i]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return (self.uttids[i], *self.piece(i, 0, self.lengths[i]))

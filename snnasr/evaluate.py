@@ -150,20 +150,36 @@ def pad_batch(feats: list[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.
     return x, mask
 
 
-def _forward(model: torch.nn.Module, feats: list[torch.Tensor], batch_frames: int, desc: str, on_batch: Any) -> None:
-    """Run ``model`` over whole utterances batched by length; ``on_batch(idx, x, mask, out)`` per batch."""
-    from snnasr.batching import plan_batches
+class _Tensors:
+    """Feature tensors a caller already holds (``[T_i, F]`` each), as a dataset for :func:`_forward`."""
 
+    def __init__(self, feats: list[torch.Tensor]):
+        self.feats, self.lengths = feats, [len(f) for f in feats]
+
+    def piece(self, i: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.feats[i][start:end], torch.zeros(end - start, dtype=torch.long)
+
+
+def _forward(model: torch.nn.Module, data: Any, batch_frames: int, desc: str, on_batch: Any) -> None:
+    """Run ``model`` over whole utterances batched by length; ``on_batch(idx, x, mask, out)`` per batch.
+
+    ``data``: a dataset with ``.lengths`` (an :class:`snnasr.dataset.UtteranceDataset`), read batch
+    by batch (:func:`snnasr.batching.batch_loader`): only the batches in flight are in memory,
+    however large the set; or a list of feature tensors.
+    """
+    from snnasr.batching import BucketBatchSampler, batch_loader, plan_batches
+
+    if not hasattr(data, "lengths"):
+        data = _Tensors(data)
     dev = next(model.parameters()).device
     model.eval()
-    lengths = [x.shape[0] for x in feats]
     # Whole utterances (max_len = the longest: no cutting), shortest first, frame budget per batch.
-    batches = [[u for u, _, _ in b] for b in plan_batches(lengths, max(lengths), batch_frames)]
+    plan = plan_batches(data.lengths, max(data.lengths), batch_frames)
+    loader = batch_loader(data, BucketBatchSampler(plan, drop_last=False), device=dev)
     with torch.no_grad():
-        for idx in tqdm(batches, desc=desc, unit="batch", disable=not sys.stderr.isatty()):
-            x, mask = pad_batch([feats[i].float() for i in idx])
-            x, mask = x.to(dev), mask.to(dev)
-            on_batch(idx, x, mask, model(x, mask))
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not sys.stderr.isatty()):
+            batch = batch.to(dev)
+            on_batch(batch.utts, batch.x, batch.mask, model(batch.x, batch.mask))
 
 
 def _set_labels(recipe_dir: Path, set_name: str, level: str, score: str, fold: np.ndarray) -> dict[str, np.ndarray]:
@@ -215,19 +231,16 @@ def _decoded_per(
         dev_data = UtteranceDataset(
             dev_dir, level=level, norm_vars=cfg.data.norm_vars, context=cfg.data.context, lang_dir=lang.dir
         )
-        dev_items = [dev_data[i] for i in range(len(dev_data))]
-        dev_labels = _references(
-            dev_dir, {u: y.numpy().astype(np.int64) for u, _, y in dev_items}, level, score, folds[score]
-        )
-        dev_posts = [torch.empty(0)] * len(dev_items)
+        dev_labels = _references(dev_dir, _all_labels(dev_data), level, score, folds[score])
+        dev_posts = [torch.empty(0)] * len(dev_data)
 
         def keep(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
             post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
             for b, i in enumerate(idx):
-                dev_posts[i] = post[: dev_items[i][1].shape[0], b]
+                dev_posts[i] = post[: dev_data.lengths[i], b]
 
-        _forward(model, [x for _, x, _ in dev_items], batch_frames, f"decode {dev_name}", keep)
-        dev_refs = [ref_seq(dev_labels[u]) for u, _, _ in dev_items]
+        _forward(model, dev_data, batch_frames, f"decode {dev_name}", keep)
+        dev_refs = [ref_seq(dev_labels[u]) for u in dev_data.uttids]
     acwt, lmw, dev_per = decodemod.tune(loop, dev_posts, dev_refs, silence)
     hyps = loop.decode(log_posts, acwt, lmw)
     edits = decodemod.score([ref_seq(y) for y in refs.values()], hyps, silence)
@@ -244,9 +257,15 @@ def _decoded_per(
     }
 
 
+def _all_labels(data: Any) -> dict[str, np.ndarray]:
+    """Every utterance's frame labels (int64): what scoring and decoder tuning compare against."""
+    return {u: data.labels(i) for i, u in enumerate(data.uttids)}
+
+
 def config_key(cfg_dict: dict) -> str:
     """Hash of a run's config without its seed: runs sharing it are repeats (mean +- sd)."""
     rest = {k: v for k, v in cfg_dict.items() if k != "seed"}
+    rest["train"] = {k: v for k, v in rest.get("train", {}).items() if k != "workers"}  # speed only
     return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -320,8 +339,7 @@ def run_evaluation(
 
     fingerprint = _check_trained_on(exp_dir, data_dir, meta.get("data"), data)
 
-    items = [data[i] for i in range(len(data))]
-    if not items:
+    if not len(data):
         raise DataError(f"{data_dir}: no utterances to evaluate")
     specs = cast(Any, model).layer_specs()
     stats = ActivationStats(len(specs))
@@ -348,7 +366,7 @@ def run_evaluation(
     if utterance:
         from snnasr.train import utterance_task
 
-        scores = _score_utterances(model, utterance_task(cfg), items, data.classes, batch_frames, set_name, add_stats)
+        scores = _score_utterances(model, utterance_task(cfg), data, data.classes, batch_frames, set_name, add_stats)
     else:
         scores = _score_frames(
             model,
@@ -358,7 +376,7 @@ def run_evaluation(
             data_dir,
             set_name,
             level,
-            items,
+            data,
             batch_frames,
             smooth_window,
             min_dur,
@@ -377,7 +395,7 @@ def run_evaluation(
         "set": set_name,
         "task": "utterance" if utterance else "frame",
         "label_level": level,
-        "utterances": len(items),
+        "utterances": len(data),
         "frames": stats.frames,
         **scores,
         "zero_frac": stats.zero_fraction(),
@@ -421,7 +439,7 @@ def run_evaluation(
     if utterance:
         from snnasr.utterance import plot_confusion
 
-        title = f"{exp_dir.name} on {set_name}: {100 * results['utterance_accuracy']:.2f}% of {len(items)}"
+        title = f"{exp_dir.name} on {set_name}: {100 * results['utterance_accuracy']:.2f}% of {len(data)}"
         plot_confusion(np.array(results["confusion"]["matrix"]), data.classes, title, out_dir / "confusion.png")
     write_text(out_dir / results["results_file"], json.dumps(results, indent=2) + "\n")
     _print_summary(results)
@@ -436,7 +454,7 @@ def _score_frames(
     data_dir: Path,
     set_name: str,
     level: str,
-    items: list,
+    data: Any,
     batch_frames: int,
     smooth_window: int,
     min_dur: int,
@@ -447,7 +465,7 @@ def _score_frames(
     folds = level_folds(lang, level)
     levels = list(folds)
     score = lang.score if lang.score in folds else level
-    train_labels = {u: y.numpy().astype(np.int64) for u, _, y in items}
+    train_labels = _all_labels(data)
     refs = {lv: _references(data_dir, train_labels, level, lv, folds[lv]) for lv in levels}
     silence = lang.silence_ids(score)
 
@@ -455,7 +473,7 @@ def _score_frames(
     edits = EditCounts()
     n_score = lang.num_classes(score)
     fold = decodemod.fold_matrix(folds[score], n_score)
-    log_posts: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    log_posts: list[torch.Tensor] = [torch.empty(0)] * len(data)
 
     def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
         nonlocal edits
@@ -463,9 +481,9 @@ def _score_frames(
         pred = out.logits.argmax(-1).cpu().numpy()
         post = decodemod.fold_log_posteriors(out.logits, fold).cpu()
         for b, i in enumerate(idx):
-            uttid, feats, _ = items[i]
-            log_posts[i] = post[: feats.shape[0], b]
-            p = pred[: feats.shape[0], b]
+            uttid, n = data.uttids[i], data.lengths[i]
+            log_posts[i] = post[:n, b]
+            p = pred[:n, b]
             for lv in levels:
                 c, n = frame_accuracy(folds[lv][p], refs[lv][uttid])
                 acc[lv][0] += c
@@ -474,7 +492,7 @@ def _score_frames(
             ref = phone_sequence(refs[score][uttid], None, silence)
             edits = edits + edit_distance(ref, hyp)
 
-    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    _forward(model, data, batch_frames, f"eval {set_name}", on_batch)
     decoded = _decoded_per(
         model, cfg, lang, recipe_dir, set_name, level, score, folds, fold, log_posts, refs[score], batch_frames, min_dur
     )
@@ -494,7 +512,7 @@ def _score_frames(
 
 
 def _score_utterances(
-    model: torch.nn.Module, task: Any, items: list, classes: list[str], batch_frames: int, set_name: str, add_stats: Any
+    model: torch.nn.Module, task: Any, data: Any, classes: list[str], batch_frames: int, set_name: str, add_stats: Any
 ) -> dict[str, Any]:
     """``task: utterance``: accuracy per utterance of the pooled readout and the confusion matrix."""
     from snnasr.utterance import confusion_matrix
@@ -505,9 +523,9 @@ def _score_utterances(
     def on_batch(idx: list[int], x: torch.Tensor, mask: torch.Tensor, out: Any) -> None:
         add_stats(x, mask, out)
         hyps.extend(task.scores(out.logits, mask).argmax(-1).tolist())
-        refs.extend(int(items[i][2][0]) for i in idx)
+        refs.extend(int(data.labels(i)[0]) for i in idx)
 
-    _forward(model, [x for _, x, _ in items], batch_frames, f"eval {set_name}", on_batch)
+    _forward(model, data, batch_frames, f"eval {set_name}", on_batch)
     matrix = confusion_matrix(refs, hyps, len(classes))
     correct, total = int(np.trace(matrix)), int(matrix.sum())
     per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)

@@ -46,7 +46,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -57,10 +57,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from snnasr import checkpoint as ckpt_io
-from snnasr.batching import Batch, Packed, curriculum_max_len, epoch_batches, pack
+from snnasr import distributed
+from snnasr.batching import BucketBatchSampler, Minibatch, batch_loader, curriculum_max_len, epoch_plan
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint
 from snnasr.config import Config, load_config, save_config
-from snnasr.io import DataError, SnnasrError, remove_stale_temporaries, write_text
+from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
 from snnasr.malloc import keep_freed_memory
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 from snnasr.tensorboard_log import open_board
@@ -169,6 +170,27 @@ class Totals:
             "skipped": self.skipped,
         }
 
+    def merged(self, group: distributed.Group) -> Totals:
+        """The sums over every rank of ``group`` (this one alone in one process).
+
+        Gathered as objects, not all-reduced: a rank with no dev batch has no zero counts yet.
+        Skipped steps are not added: every rank skips the same steps.
+        """
+        if not group.active:
+            return self
+        states = distributed.gather(self.state(), group)
+        zeros = [s["zeros"] for s in states if s["zeros"] is not None]
+        total = {
+            "loss": sum(s["loss"] for s in states),
+            "correct": sum(s["correct"] for s in states),
+            "frames": sum(s["frames"] for s in states),
+            "units": sum(s["units"] for s in states),
+            "zeros": [sum(z) for z in zip(*zeros)] if zeros else None,
+            "widths": next((s["widths"] for s in states if s["widths"]), []),
+            "skipped": self.skipped,
+        }
+        return Totals.from_state(total, self.loss.device)
+
     @classmethod
     def from_state(cls, state: dict, device: torch.device) -> Totals:
         t = cls.new(device)
@@ -196,14 +218,13 @@ def activity_penalty(layer_outputs: list[torch.Tensor], mask: torch.Tensor) -> t
 
 def _forward_stats(
     model: torch.nn.Module,
-    batch: Batch,
-    data: Packed,
+    batch: Minibatch,
     task: UtterancePool | None = None,
     activity_reg: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int, torch.Tensor | None]:
     """Sums of one minibatch and the activity penalty; ``task`` None = frame labels, else
     utterance pooling (loss and accuracy per utterance: ``units`` counts what they are per)."""
-    x, y, mask = batch.gather(data)
+    x, y, mask = batch.x, batch.y, batch.mask
     out = model(x, mask)
     if task is None:
         loss, correct = masked_loss_correct(out.logits, y)
@@ -221,27 +242,32 @@ def _forward_stats(
 def _train_step(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
-    batch: Batch,
-    data: Packed,
+    batch: Minibatch,
     grad_clip: float,
     activity_reg: float = 0.0,
     task: UtterancePool | None = None,
+    group: distributed.Group = distributed.SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int] | None:
     """One optimiser step on the mean loss per frame (per utterance with ``task``; + activity
     penalty); returns the sums for :class:`Totals`.
+
+    In a process group (``model`` a DistributedDataParallel) the mean is over the global batch:
+    each rank divides its sum by the global count over ``world``, and DDP averages the ranks'
+    gradients, which gives the single-process gradient of all ranks' batches together.
 
     Returns None, having changed nothing (weights, optimiser state, buffers such as BN running
     stats and quantiser ranges), when the loss or a gradient is not finite: one bad minibatch
     must not poison the model.  Checking costs one device sync per step.
     """
     buffers = [b.detach().clone() for b in model.buffers()]
-    loss, correct, zeros, widths, units, penalty = _forward_stats(model, batch, data, task, activity_reg)
+    loss, correct, zeros, widths, units, penalty = _forward_stats(model, batch, task, activity_reg)
     opt.zero_grad(set_to_none=True)
     objective = loss if penalty is None else loss + penalty
-    (objective / units).backward()
+    per = units if not group.active else distributed.all_sum(units, group, loss.device) / group.world
+    (objective / per).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-    if not bool(torch.isfinite(loss.detach() + norm)):
+    if not distributed.all_true(torch.isfinite(loss.detach() + norm), group):
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers):
@@ -256,24 +282,27 @@ def _train_step(
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    batches: list[Batch],
-    data: Packed,
+    batches: Iterable[Minibatch],
     check: Callable[[], None] | None = None,
     task: UtterancePool | None = None,
+    group: distributed.Group = distributed.SINGLE,
 ) -> dict:
     """Loss, accuracy (per frame, or per utterance with ``task``) and % zeros per layer of
-    ``model`` in eval mode over ``batches``."""
+    ``model`` in eval mode over ``batches`` (e.g. a :func:`snnasr.batching.batch_loader`);
+    in a process group over every rank's ``batches`` (each rank passes its shard)."""
     was_training = model.training
     model.eval()
-    totals = Totals.new(data.feats.device)
+    dev = next(model.parameters()).device
+    totals = Totals.new(dev)
     try:
         for batch in batches:
             if check is not None:
                 check()
-            totals.add(*_forward_stats(model, batch, data, task)[:5], frames=batch.n_frames)
+            batch = batch.to(dev)
+            totals.add(*_forward_stats(model, batch, task)[:5], frames=batch.n_frames)
     finally:
         model.train(was_training)
-    return totals.summary()
+    return totals.merged(group).summary()
 
 
 def parameter_counts(model: torch.nn.Module) -> list[tuple[str, str, int]]:
@@ -298,11 +327,6 @@ class _Log:
             f.write(line + "\n")
 
 
-def _items(dataset) -> Iterator:
-    for i in range(len(dataset)):
-        yield dataset[i]
-
-
 def fit(
     cfg: Config,
     train_data,
@@ -314,7 +338,9 @@ def fit(
     """Train ``cfg.model`` on ``train_data``, select on ``dev_data``; return all epochs' metrics.
 
     ``train_data``/``dev_data`` are :class:`snnasr.dataset.UtteranceDataset`-like (``len``,
-    ``[i] -> (uttid, feats [T, D], labels [T])``, ``.dim``, ``.num_classes``, ``.level``).
+    ``[i] -> (uttid, feats [T, D], labels [T])``, ``.lengths``, ``.dim``, ``.num_classes``,
+    ``.level``; ``.piece(i, start, end)`` where it reads less than the whole utterance).
+    They are read batch by batch (:func:`snnasr.batching.batch_loader`, ``train.workers``).
     Each metrics dict has: ``epoch`` (1-based), ``max_len`` (curriculum), ``lr`` (used in the
     epoch), ``loss``/``acc`` (train, per valid frame, accuracy as a fraction), ``dev_loss``,
     ``dev_acc``, ``zero_pct``/``dev_zero_pct`` (% exact zeros of each hidden layer's output over
@@ -334,6 +360,7 @@ def fit(
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()  # large temporaries reused, not re-faulted every step (snnasr.malloc)
+    ranks = distributed.current()  # one process unless started by torchrun (snnasr.distributed)
     n_in, n_out = train_data.dim, train_data.num_classes
     if (dev_data.dim, dev_data.num_classes) != (n_in, n_out):
         raise DataError(
@@ -344,25 +371,39 @@ def fit(
     ckpt = ckpt_io.load_checkpoint(last) if last is not None else None
     if last is not None and ckpt is not None:
         ckpt_io.check_resumable(exp_dir, last, ckpt, asdict(cfg), n_in, n_out, fingerprint)
+    saved_world = len(ckpt.get("ranks") or [None]) if ckpt is not None else ranks.world
+    if ckpt is not None and ckpt["partial"] is not None and saved_world != ranks.world:
+        raise ConfigError(
+            f"{last}: written mid-epoch by {saved_world} processes, resumed by {ranks.world}; resume it "
+            f"with the same number of processes (torchrun --nproc_per_node/--nnodes)"
+        )
 
-    train = pack(_items(train_data), n_out).to(dev)
-    devset = pack(_items(dev_data), n_out).to(dev)
-    dev_batches = epoch_batches(devset, tc.eval_max_len, tc.batch_frames, None, dev, tc.batch_size)
+    dev_plan = epoch_plan(dev_data.lengths, tc.eval_max_len, tc.batch_frames, None, tc.batch_size)
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / "checkpoints").mkdir(exist_ok=True)
-    remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
-    save_config(cfg, exp_dir / "config.yaml")
-    log = _Log(exp_dir / "train.log")
+    def dev_batches() -> Iterable[Minibatch]:
+        sampler = BucketBatchSampler(dev_plan, ranks.rank, ranks.world, drop_last=False)
+        return batch_loader(dev_data, sampler, tc.workers, dev)
+
+    if ranks.is_main:  # rank 0 alone writes; the others wait for the directory
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        (exp_dir / "checkpoints").mkdir(exist_ok=True)
+        remove_stale_temporaries(exp_dir, exp_dir / "checkpoints")
+        save_config(cfg, exp_dir / "config.yaml")
+    distributed.barrier(ranks)
+    log: Callable[[str], None] = _Log(exp_dir / "train.log") if ranks.is_main else (lambda line: None)
     log(f"# {shlex.join(sys.argv)}")
-    board = open_board(exp_dir, cfg.log.tensorboard)
+    board = open_board(exp_dir, cfg.log.tensorboard) if ranks.is_main else None
 
     seed_everything(cfg.seed)
     model = ckpt_io.build_model(cfg.model.arch, cfg.model, n_in, n_out).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    net = distributed.wrap(model, ranks, dev)  # what trains; `model` is what is saved and evaluated
+    if ranks.rank:  # dropout masks of their own on the other ranks (weights are rank 0's)
+        torch.manual_seed(cfg.seed * 1_000_003 + ranks.rank)
+    where = f"{ranks.world} processes ({distributed.backend()}, DistributedDataParallel)" if ranks.active else ""
     log(
-        f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}; "
-        f"train {len(train.lengths)} utts / {train.num_frames} frames, dev {len(devset.lengths)} utts"
+        f"{cfg.model.arch}: {n_in} inputs, {n_out} classes ({train_data.level}), device {dev}{where and '; ' + where}; "
+        f"train {len(train_data.lengths)} utts / {sum(train_data.lengths)} frames, dev {len(dev_data.lengths)} utts"
     )
     rows = parameter_counts(model)
     for name, kind, n in rows:
@@ -379,20 +420,32 @@ def fit(
         bad_epochs = ckpt.get("bad_epochs", 0)
         epoch, step, elapsed, partial = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["partial"]
         set_rng_state(ckpt["rng"])
+        if ranks.active and saved_world == ranks.world:  # this rank's own RNG and sums
+            set_rng_state(ckpt["ranks"][ranks.rank]["rng"])
+            partial = ckpt["ranks"][ranks.rank]["partial"]
+        elif ranks.rank:  # another process count: rank 0 continues the saved RNG, others their own
+            torch.manual_seed(cfg.seed * 1_000_003 + ranks.rank)
         where = f"epoch {epoch + 1}, minibatch {step}" if partial is not None else f"after epoch {epoch}"
         log(f"resumed from {last} ({where})")
     for group in opt.param_groups:
         group["lr"] = lr
-    _write_metrics(exp_dir, metrics)
+    if ranks.is_main:
+        _write_metrics(exp_dir, metrics)
     if epoch >= tc.epochs:
         log(f"already trained {epoch} epochs (train.epochs={tc.epochs}); nothing to do")
-        ckpt_io.mark_finished(exp_dir, tc.epochs)
+        if ranks.is_main:
+            ckpt_io.mark_finished(exp_dir, tc.epochs)
         return metrics
 
     def checkpoint(path: Path, **position: Any) -> None:
+        # Every rank's RNG state and partial sums (a collective: all ranks call this together).
+        own = distributed.gather({"rng": rng_state(), "partial": position.get("partial")}, ranks)
+        if not ranks.is_main:
+            return
         ckpt_io.save(
             path,
             {
+                "ranks": own if ranks.active else None,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "lr": lr,
@@ -416,14 +469,15 @@ def fit(
     with deferred_stop() as stop:
         while epoch < tc.epochs:
             max_len = curriculum_max_len(tc.curriculum, epoch)
-            batches = epoch_batches(
-                train, max_len, tc.batch_frames, seed=batch_seed(cfg.seed, epoch), device=dev, batch_size=tc.batch_size
-            )
+            plan = epoch_plan(train_data.lengths, max_len, tc.batch_frames, batch_seed(cfg.seed, epoch), tc.batch_size)
+            sampler = BucketBatchSampler(plan, ranks.rank, ranks.world, start=step)
+            n_batches = step + len(sampler)
+            batches = iter(batch_loader(train_data, sampler, tc.workers, dev))
             totals = Totals.new(dev) if partial is None else Totals.from_state(partial, dev)
             start = time.perf_counter()
-            model.train()
+            net.train()
             bar = tqdm(
-                total=len(batches),
+                total=n_batches,
                 initial=step,
                 desc=f"epoch {epoch + 1}/{tc.epochs}",
                 unit="batch",
@@ -432,9 +486,11 @@ def fit(
                 file=sys.stderr,
             )
             try:
-                while step < len(batches):
-                    stop.check()
-                    sums = _train_step(model, opt, batches[step], train, tc.grad_clip, tc.activity_reg, task=task)
+                while step < n_batches:
+                    batch = next(batches).to(dev)
+                    if distributed.any_rank(bool(stop.requested), ranks, dev):
+                        raise KeyboardInterrupt  # on every rank at the same step
+                    sums = _train_step(net, opt, batch, tc.grad_clip, tc.activity_reg, task=task, group=ranks)
                     if sums is None:  # non-finite loss or gradient: the step was not taken
                         totals.skipped += 1
                         bad_in_a_row += 1
@@ -442,10 +498,10 @@ def fit(
                             raise _diverged(exp_dir, epoch, step, bad_in_a_row)
                     else:
                         bad_in_a_row = 0
-                        totals.add(*sums, frames=batches[step].n_frames)
+                        totals.add(*sums, frames=batch.n_frames)
                     step += 1
                     bar.update(1)
-                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < len(batches):
+                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < n_batches:
                         # Mid-epoch state, as an interrupt writes it: kill -9 loses at most these steps.
                         checkpoint(
                             exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt",
@@ -454,14 +510,17 @@ def fit(
                             partial=totals.state(),
                             elapsed=elapsed + time.perf_counter() - start,
                         )
-                    if interactive and (step % tc.log_every == 0 or step == len(batches)):
+                    if interactive and (step % tc.log_every == 0 or step == n_batches):
                         s = totals.summary()
                         fps = totals.frames / (elapsed + time.perf_counter() - start)
                         bar.set_postfix(loss=f"{s['loss']:.3f}", acc=f"{s['acc']:.3f}", fps=f"{fps:.0f}")
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)  # time the work, not its queueing
                 train_seconds = elapsed + time.perf_counter() - start
-                result = evaluate(model, dev_batches, devset, check=stop.check, task=task)
+                # One process checks for a stop per dev batch; ranks (uneven shards) at the next step.
+                check = None if ranks.active else stop.check
+                distributed.sync_buffers(model, ranks)
+                result = evaluate(model, dev_batches(), check=check, task=task, group=ranks)
             except KeyboardInterrupt:
                 bar.close()
                 path = exp_dir / "checkpoints" / f"epoch{epoch + 1}.interrupted.pt"
@@ -469,11 +528,12 @@ def fit(
                     path, epoch=epoch, step=step, partial=totals.state(), elapsed=elapsed + time.perf_counter() - start
                 )
                 log(
-                    f"interrupted in epoch {epoch + 1} after minibatch {step}/{len(batches)}; wrote {path}; "
+                    f"interrupted in epoch {epoch + 1} after minibatch {step}/{n_batches}; wrote {path}; "
                     f"continue with --resume"
                 )
                 raise
             bar.close()
+            totals = totals.merged(ranks)
             train_stats = totals.summary()
             dev_acc = result["acc"]
             is_best = dev_acc > best_acc and math.isfinite(result["loss"])
@@ -493,6 +553,7 @@ def fit(
             metrics.append(row)
             if is_best:
                 best_acc, best_epoch = dev_acc, epoch + 1
+            if is_best and ranks.is_main:
                 ckpt_io.save(
                     exp_dir / ckpt_io.MODEL,
                     {
@@ -518,15 +579,17 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr
             checkpoint(exp_dir / "checkpoints" / f"epoch{epoch}.pt", epoch=epoch, step=0, partial=None, elapsed=0.0)
-            (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
-            _write_metrics(exp_dir, metrics)
+            if ranks.is_main:
+                (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
+                _write_metrics(exp_dir, metrics)
             log(_summary_line(row, tc.epochs, lr_used, lr))
             if board is not None:
-                x, _, mask = dev_batches[0].gather(devset)
-                board.epoch(row, model, (x, mask))
+                first = next(iter(dev_batches())).to(dev)
+                board.epoch(row, model, (first.x, first.mask))
     if board is not None:
         board.close()
-    ckpt_io.mark_finished(exp_dir, tc.epochs)
+    if ranks.is_main:
+        ckpt_io.mark_finished(exp_dir, tc.epochs)
     log(
         f"best dev {'utterance' if task else 'frame'} accuracy {best_acc:.2%} at epoch {best_epoch}: {exp_dir / 'model.pt'}"
     )
@@ -631,14 +694,18 @@ def run_training(
         for d in dirs
     ]
     try:
-        return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=device)
+        with distributed.session(device) as dev:  # joins torchrun's process group, if launched so
+            return fit(cfg, sets[0], sets[1], exp_dir, resume=resume, device=dev)
     except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 says it once
+            raise SystemExit(130) from None
         if checkpoints(exp_dir):
             words = ["snnasr", "train"] + (["--arch", arch] if arch else [])
             words += ["--config", str(config_path)] if config_path is not None else []
             words += ["--exp", exp_dir.name, "--resume"] + (["--device", device] if device else [])
             words += ["-d", str(recipe_dir), *overrides]
-            click.echo(f"snnasr train: interrupted; continue with: {shlex.join(words)}", err=True)
+            launcher = " (under the same torchrun launcher)" if distributed.launched() else ""
+            click.echo(f"snnasr train: interrupted; continue with: {shlex.join(words)}{launcher}", err=True)
         else:
             click.echo("snnasr train: interrupted before the first checkpoint; nothing to resume", err=True)
         raise SystemExit(130) from None

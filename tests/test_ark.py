@@ -16,10 +16,15 @@ import pytest
 
 from snnasr.io import DataError
 from snnasr.kaldi.ark import (
+    load_mat_entry,
+    load_mat_rows,
+    load_vec_int_entry,
+    mat_shape,
     read_mat_ark,
     read_mat_scp,
     read_vec_int_ark,
     read_vec_int_scp,
+    scp_entries,
     write_mat_ark_scp,
     write_vec_int_ark_scp,
 )
@@ -102,6 +107,17 @@ def test_every_matrix_kind_matches_the_independent_decoder(name: str, in_fixture
             np.testing.assert_allclose(got[key], want, rtol=0, atol=2e-6 * scale)
 
 
+@pytest.mark.parametrize("name", [*KINDS, "auto"])
+def test_shapes_from_headers_and_entries_read_on_demand(name: str, in_fixtures: None) -> None:
+    """The lazy dataset's index: header-only shapes and one-entry reads agree with a full read."""
+    full = dict(read_mat_scp(f"{name}.scp"))
+    for key, rxfile, n in scp_entries(f"{name}.scp"):
+        assert mat_shape(rxfile, f"{name}.scp:{n}", key) == full[key].shape
+        np.testing.assert_array_equal(load_mat_entry(rxfile, f"{name}.scp:{n}", key), full[key])
+        for start, end in ((0, 1), (1, 3), (2, full[key].shape[0]), (3, 3)):
+            np.testing.assert_array_equal(load_mat_rows(rxfile, "x", key, start, end), full[key][start:end])
+
+
 @pytest.mark.parametrize("name, step", [("cm", 1 / 64), ("cm2", 1 / 65535), ("cm3", 1 / 255), ("auto", 1 / 64)])
 def test_compressed_kinds_stay_within_their_quantisation_step(name: str, step: float, in_fixtures: None) -> None:
     exact = dict(read_mat_scp("fm.scp"))
@@ -137,6 +153,8 @@ def test_int_vectors_binary_text_and_gzip(tmp_path: Path) -> None:
     write_vec_int_ark_scp(vecs.items(), tmp_path / "v.ark", tmp_path / "v.scp")
     (tmp_path / "v.ark.gz").write_bytes(gzip.compress((tmp_path / "v.ark").read_bytes()))
     (tmp_path / "t.ark.gz").write_bytes(gzip.compress(b"a 0 1 2 3 4 5 6\nb 3 3 1\n"))
+    for key, rxfile, n in scp_entries(tmp_path / "v.scp"):  # the lazy dataset's per-item read
+        np.testing.assert_array_equal(load_vec_int_entry(rxfile, f"v.scp:{n}", key), vecs[key])
     for got in (
         read_vec_int_scp(tmp_path / "v.scp"),
         read_vec_int_ark(tmp_path / "v.ark"),

@@ -1,19 +1,29 @@
 import pytest
 import torch
 
-from snnasr.batching import curriculum_max_len, cut, epoch_batches, pack, plan_batches
-from snnasr.io import DataError
+from snnasr.batching import (
+    BucketBatchSampler,
+    batch_loader,
+    curriculum_max_len,
+    cut,
+    epoch_plan,
+    plan_batches,
+)
 
 LENGTHS = [7, 30, 55, 12, 90, 3, 41, 126, 250, 0, 19]
 
 
-def _packed(lengths=LENGTHS, dim=3, classes=5):
+def _items(lengths=LENGTHS, dim=3, classes=5):
+    """A list is a dataset: ``[i] -> (uttid, feats, labels)``; features number their frames."""
     g = torch.Generator().manual_seed(0)
-    items = [
-        (f"u{i}", torch.randn(n, dim, generator=g), torch.randint(0, classes, (n,), generator=g))
+    return [
+        (
+            f"u{i}",
+            torch.arange(n * dim, dtype=torch.float32).reshape(n, dim) + 1000 * i + 1,
+            torch.randint(0, classes, (n,), generator=g),
+        )
         for i, n in enumerate(lengths)
     ]
-    return pack(items, classes), items
 
 
 def test_curriculum_follows_default_schedule_and_holds_last_length():
@@ -47,36 +57,47 @@ def test_pieces_tile_utterances_and_stay_short():
 
 @pytest.mark.parametrize("max_len,budget", [(20, 64), (40, 100), (1000, 300)])
 def test_every_frame_once_within_budget(max_len, budget):
-    data, items = _packed()
-    batches = epoch_batches(data, max_len, budget, seed=3)
-    seen = torch.cat([b.idx.flatten() for b in batches])
-    seen = seen[seen != data.pad]
-    assert sorted(seen.tolist()) == list(range(data.num_frames))
-    assert sum(b.n_frames for b in batches) == data.num_frames
+    items = _items()
+    plan = epoch_plan(LENGTHS, max_len, budget, seed=3)
+    batches = list(batch_loader(items, BucketBatchSampler(plan)))
+    seen = torch.cat([b.x[b.mask] for b in batches])
+    assert sorted(seen[:, 0].tolist()) == sorted(torch.cat([x for _, x, _ in items])[:, 0].tolist())
+    assert sum(b.n_frames for b in batches) == sum(LENGTHS)
     for b in batches:
-        longest = b.idx.shape[0]
-        assert b.idx.numel() <= budget or b.idx.shape[1] == 1  # a single over-long piece may exceed
-        assert longest <= int(1.25 * max_len)
+        assert b.x.shape[0] * b.x.shape[1] <= budget or b.x.shape[1] == 1  # a single over-long piece may exceed
+        assert b.x.shape[0] <= int(1.25 * max_len)
 
 
-def test_gather_right_pads_and_masks():
-    data, items = _packed()
-    for b in epoch_batches(data, 40, 100, seed=1):
-        x, y, mask = b.gather(data)
-        assert x.shape[:2] == y.shape == mask.shape
-        assert int(mask.sum()) == b.n_frames
-        lens = mask.sum(0)
+def test_batches_right_pad_and_mask_the_planned_pieces():
+    items = _items()
+    plan = epoch_plan(LENGTHS, 40, 100, seed=1)
+    for pieces, b in zip(plan, batch_loader(items, BucketBatchSampler(plan)), strict=True):
+        assert b.x.shape[:2] == b.y.shape == b.mask.shape and int(b.mask.sum()) == b.n_frames
+        lens = b.mask.sum(0)
         # Right padding: valid frames first, then only padding.
-        assert torch.equal(mask, torch.arange(mask.shape[0])[:, None] < lens[None, :])
-        assert torch.all(x[~mask] == 0) and torch.all(y[~mask] == -1)
-        # Valid frames carry the utterance's own features and labels, in order.
-        for j in range(mask.shape[1]):
-            start = int(b.idx[0, j])
-            u = max(i for i, s in enumerate(data.starts) if s <= start and data.lengths[i] > 0)
-            off = start - data.starts[u]
-            n = int(lens[j])
-            assert torch.equal(x[:n, j], items[u][1][off : off + n])
-            assert torch.equal(y[:n, j], items[u][2][off : off + n])
+        assert torch.equal(b.mask, torch.arange(b.mask.shape[0])[:, None] < lens[None, :])
+        assert torch.all(b.x[~b.mask] == 0) and torch.all(b.y[~b.mask] == -1)
+        # Valid frames carry the piece's own features and labels, in order.
+        assert b.utts == [u for u, _, _ in pieces]
+        for j, (u, start, end) in enumerate(pieces):
+            assert int(lens[j]) == end - start
+            assert torch.equal(b.x[: end - start, j], items[u][1][start:end])
+            assert torch.equal(b.y[: end - start, j], items[u][2][start:end])
+
+
+def test_rank_shards_are_disjoint_equal_and_deterministic():
+    plan = epoch_plan([10 + (i * 7) % 60 for i in range(60)], 30, 120, seed=4)
+    world = 3
+    shards = [BucketBatchSampler(plan, rank, world).batches for rank in range(world)]
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(plan) // world
+    # Step k runs batches k*world .. k*world + world-1 of the one plan: the global batch.
+    for k in range(len(shards[0])):
+        assert [s[k] for s in shards] == plan[k * world : (k + 1) * world]
+    assert [s.batches for s in (BucketBatchSampler(plan, 1, world),)] == [shards[1]]
+    # Resuming at minibatch 2 skips the first two of the rank's shard; evaluation keeps them all.
+    assert BucketBatchSampler(plan, 1, world, start=2).batches == shards[1][2:]
+    kept = [b for r in range(world) for b in BucketBatchSampler(plan, r, world, drop_last=False)]
+    assert sorted(map(str, kept)) == sorted(map(str, plan))
 
 
 def test_shuffle_is_deterministic_per_seed():
@@ -94,13 +115,6 @@ def test_eval_order_is_sorted_and_unshuffled():
     longest = [max(e - s for _, s, e in b) for b in plan]
     assert longest == sorted(longest)
     assert plan == plan_batches(LENGTHS, 1000, 200, None)
-
-
-def test_pack_rejects_bad_labels():
-    with pytest.raises(DataError, match="u1"):
-        pack([("u1", torch.zeros(3, 2), torch.tensor([0, 1, 7]))], 5)
-    with pytest.raises(DataError, match="u2.*3 feature frames but 2"):
-        pack([("u2", torch.zeros(3, 2), torch.tensor([0, 1]))], 5)
 
 
 def test_batch_size_counts_sequences_and_both_limits_apply():
@@ -122,3 +136,20 @@ def test_config_needs_one_batch_limit():
     with pytest.raises(ConfigError, match="both null"):
         load_config(None, ["train.batch_size=null"])
     assert load_config(None, ["train.batch_size=null", "train.batch_frames=4000"]).train.batch_frames == 4000
+
+
+def test_workers_outlive_a_stop_signal_to_the_process_group():
+    """Ctrl-C / SIGTERM reach every process of the group; the training process alone stops (after
+    its step, with a checkpoint), so a worker must keep serving batches rather than die."""
+    import os
+    import signal
+
+    items = _items()
+    plan = epoch_plan(LENGTHS, 20, 64, seed=2)
+    it = iter(batch_loader(items, BucketBatchSampler(plan), workers=1))
+    first = next(it)
+    for w in it._workers:  # the loader's worker processes
+        os.kill(w.pid, signal.SIGTERM)
+        os.kill(w.pid, signal.SIGINT)
+    rest = list(it)
+    assert sum(b.n_frames for b in [first, *rest]) == sum(LENGTHS)

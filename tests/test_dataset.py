@@ -88,3 +88,47 @@ def test_missing_features_level_and_labels(tmp_path, capsys):
     ds = UtteranceDataset(d)
     i = ds.uttids.index("spk1_u2")
     assert ds[i][2].tolist() == dropped[:-2].tolist() + [dropped[-3]] * 2
+
+
+def _in_memory_corpus(data_dir, context, norm_vars):
+    """The path this streaming replaced: every utterance read, normalised and spliced up front."""
+    from snnasr.kaldi.ark import read_mat_scp
+
+    stats = dict(read_mat_scp(data_dir / "cmvn.scp"))
+    spk = read_table(data_dir / "utt2spk")
+    labels = dict(read_vec_int_scp(data_dir / "labels_phone48.scp"))
+    out = []
+    for utt, feats in read_mat_scp(data_dir / "feats.scp"):
+        x = torch.from_numpy(apply_cmvn(feats, stats[spk[utt]], norm_vars))
+        out.append((splice(x, context), torch.from_numpy(labels[utt][: len(feats)].astype(np.int64))))
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_streamed_batches_equal_the_in_memory_ones(data, workers):
+    """Same seed, same minibatches, bit for bit: pieces cut mid-utterance get their spliced
+    context from the neighbouring frames and CMVN from the speaker, as in the whole utterance."""
+    from snnasr.batching import BucketBatchSampler, batch_loader, epoch_plan
+
+    ds = UtteranceDataset(data, context=2, norm_vars=True)
+    corpus = _in_memory_corpus(data, 2, True)
+    assert ds.lengths == [len(x) for x, _ in corpus]
+    plan = epoch_plan(ds.lengths, 7, 40, seed=11, batch_size=3)  # pieces of 7..8 frames: many cuts
+    assert any(start > 0 for b in plan for _, start, _ in b)
+    batches = list(batch_loader(ds, BucketBatchSampler(plan), workers=workers))
+    assert len(batches) == len(plan)
+    for pieces, b in zip(plan, batches):
+        want_x = torch.nn.utils.rnn.pad_sequence([corpus[u][0][s:e] for u, s, e in pieces])
+        want_y = torch.nn.utils.rnn.pad_sequence([corpus[u][1][s:e] for u, s, e in pieces], padding_value=-1)
+        assert torch.equal(b.x, want_x) and torch.equal(b.y, want_y)
+        assert torch.equal(b.mask, want_y >= 0)
+
+
+def test_dataset_keeps_only_an_index(data):
+    """No features in memory: an item is read from the ark when asked for, so a changed ark
+    shows at once (and a vanished one is a one-line error naming the scp line)."""
+    ds = UtteranceDataset(data)
+    assert not any(isinstance(v, (np.ndarray, torch.Tensor)) for v in vars(ds).values())
+    (data / "feats.ark").rename(data / "moved.ark")
+    with pytest.raises(DataError, match=r"feats\.scp:1: .*feats\.ark not found"):
+        ds[0]

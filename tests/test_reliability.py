@@ -481,8 +481,8 @@ def test_nan_loss_skips_the_step_and_too_many_stop_keeping_the_last_good_checkpo
     monkeypatch.setattr(C, "build_model", lambda arch, mcfg, n_in, n_out: TinyModel(n_in, n_out))
     real, calls = T._forward_stats, {"n": 0}
 
-    def poisoned(model, batch, data, *args):  # training minibatches number 1, 2, ... over the run
-        loss, *rest = real(model, batch, data, *args)
+    def poisoned(model, batch, *args):  # training minibatches number 1, 2, ... over the run
+        loss, *rest = real(model, batch, *args)
         if not model.training:
             return (loss, *rest)
         calls["n"] += 1
@@ -497,9 +497,9 @@ def test_nan_loss_skips_the_step_and_too_many_stop_keeping_the_last_good_checkpo
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
     calls["n"] = 0
-    from snnasr.batching import epoch_batches, pack
+    from snnasr.batching import epoch_plan
 
-    in_epoch1 = len(epoch_batches(pack(T._items(_data()[0]), 3), 20, 64, seed=T.batch_seed(1, 0)))
+    in_epoch1 = len(epoch_plan(_data()[0].lengths, 20, 64, seed=T.batch_seed(1, 0)))
     bad = set(range(in_epoch1 + 2, 10_000))  # every step from the second minibatch of epoch 2 on
     with pytest.raises(
         SnnasrError, match=r"3 minibatches in a row had a non-finite loss or gradient \(epoch 2, up to minibatch 4\)"

@@ -201,10 +201,10 @@ def test_fit_writes_run_and_model_loads(tmp_path, tiny_build):
     assert (meta["n_in"], meta["n_out"], meta["level"]) == (4, 3, "phone") and cfg.train.epochs == 2
     assert not model.training
     # The loaded model reproduces the recorded dev accuracy.
-    from snnasr.batching import epoch_batches, pack
+    from snnasr.batching import BucketBatchSampler, batch_loader, epoch_plan
 
-    d = pack(T._items(dev), 3)
-    assert T.evaluate(model, epoch_batches(d, 50, 64, None), d)["acc"] == pytest.approx(meta["dev_acc"])
+    batches = batch_loader(dev, BucketBatchSampler(epoch_plan(dev.lengths, 50, 64, None), drop_last=False))
+    assert T.evaluate(model, batches)["acc"] == pytest.approx(meta["dev_acc"])
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_build):
@@ -301,9 +301,9 @@ def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path, tiny_build, monkeyp
         T.fit(_cfg(), *_data(), tmp_path / "b", device="cpu")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / "epoch2.interrupted.pt", weights_only=False)
-    from snnasr.batching import epoch_batches, pack
+    from snnasr.batching import epoch_plan
 
-    n_epoch1 = len(epoch_batches(pack(T._items(_data()[0]), 3), 20, 64, seed=T.batch_seed(1, 0)))
+    n_epoch1 = len(epoch_plan(_data()[0].lengths, 20, 64, seed=T.batch_seed(1, 0)))
     assert ckpt["epoch"] == 1 and ckpt["step"] == 9 - n_epoch1 > 0  # call 9 completed, call 10 never ran
     monkeypatch.setattr(T, "_train_step", real_step)
     assert _stable(T.fit(_cfg(), *_data(), tmp_path / "b", resume=True, device="cpu")) == _stable(straight)

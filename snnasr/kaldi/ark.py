@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -106,34 +107,176 @@ def _checked(path: Path, reader: Callable[[Path], Iterator[tuple[str, np.ndarray
         raise DataError(f"{path}: cannot read as a Kaldi archive ({type(e).__name__}: {e}); regenerate it") from e
 
 
+def scp_entries(scp: str | os.PathLike) -> list[tuple[str, str, int]]:
+    """``(key, rxfile, line number)`` of every entry of an scp, without reading the archives.
+
+    Raises DataError for a missing scp, an entry without a location, or a command entry.
+    """
+    path = Path(scp)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the stage that writes it first")
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            key, _, rxfile = line.strip().partition(" ")
+            rxfile = rxfile.strip()
+            if not rxfile:
+                raise DataError(f"{path}:{n}: entry {key!r} has no location; regenerate the scp")
+            if rxfile.endswith("|") or rxfile.startswith("|"):
+                raise DataError(
+                    f"{path}:{n}: entry {key!r} is a command ({rxfile}); snnasr reads files only: "
+                    f"write the result to an ark first (e.g. copy-feats '{rxfile}' ark,scp:out.ark,out.scp)"
+                )
+            entries.append((key, rxfile, n))
+    return entries
+
+
+def load_entry(rxfile: str, where: str, key: str, fd_dict: dict | None = None) -> np.ndarray:
+    """One scp entry (``ark:offset``), read on demand; errors name ``where`` (``scp:line``)."""
+    try:
+        return kaldiio.load_mat(rxfile, fd_dict=fd_dict)
+    except FileNotFoundError:
+        raise DataError(
+            f"{where}: {rxfile.rsplit(':', 1)[0]} not found (relative paths are taken from the "
+            f"current directory, as Kaldi does); regenerate the scp or run from where it was made"
+        ) from None
+    except Exception as e:
+        raise DataError(f"{where}: cannot read {key!r} from {rxfile} ({type(e).__name__}: {e}); regenerate it") from e
+
+
+def load_mat_entry(rxfile: str, where: str, key: str) -> np.ndarray:
+    """A matrix scp entry as :func:`read_mat_scp` returns it (float32, or float64 for ``DM``)."""
+    value = np.asarray(load_entry(rxfile, where, key))
+    if value.ndim != 2:
+        raise DataError(f"{where}: {key!r} is not a matrix (shape {value.shape}, {value.dtype}); check the file")
+    return value if np.issubdtype(value.dtype, np.floating) else value.astype(np.float32)
+
+
+# A binary int32 vector: b"\0B" <4, int32 n>, then n times <4, int32 value>.
+_INT_VEC = np.dtype([("size", "i1"), ("value", "<i4")])
+
+
+def _binary_int_vector(rxfile: str) -> np.ndarray | None:
+    """The vector at ``ark:offset`` when it is binary int32; None for anything else.
+
+    Why not kaldiio: it reads such a vector one element at a time (two reads and an unpack per
+    frame), which made labels most of the cost of reading a training piece.
+    """
+    ark, _, offset = rxfile.rpartition(":")
+    if not (ark and offset.isdigit()):
+        return None
+    try:
+        with open(ark, "rb", buffering=0) as f:
+            f.seek(int(offset))
+            head = f.read(7)
+            if len(head) != 7 or head[:3] != b"\0B\x04":
+                return None
+            (n,) = struct.unpack("<i", head[3:7])
+            buf = f.read(5 * n) if n >= 0 else b""
+    except FileNotFoundError:
+        return None  # load_entry gives the one-line error
+    if n < 0 or len(buf) != 5 * n:
+        return None
+    items = np.frombuffer(buf, dtype=_INT_VEC)
+    if not np.all(items["size"] == 4):
+        return None
+    return items["value"].astype(np.int32)
+
+
+def load_vec_int_entry(rxfile: str, where: str, key: str) -> np.ndarray:
+    """An int-vector scp entry (one label per frame), read on demand."""
+    fast = _binary_int_vector(rxfile)
+    if fast is not None:
+        return fast
+    value = np.asarray(load_entry(rxfile, where, key))
+    if value.ndim != 1 or (value.size and not np.issubdtype(value.dtype, np.integer)):
+        raise DataError(f"{where}: {key!r} is not an int vector (shape {value.shape}, {value.dtype}); check the file")
+    return value
+
+
+# Binary matrix headers: b"\0B" + token; FM/DM then <size 4, int32 rows> <size 4, int32 cols>;
+# compressed kinds then Kaldi's GlobalHeader without its format field: float min, float range, int32 rows, cols.
+_FLOAT_TOKENS = {b"FM ", b"DM "}
+_COMPRESSED_TOKENS = {b"CM ", b"CM2 ", b"CM3 "}
+
+
+def _binary_shape(f: io.BufferedIOBase) -> tuple[int, int] | None:
+    """Rows and columns from a binary matrix header at the file position; None if not one."""
+    if f.read(2) != b"\0B":
+        return None
+    token = f.read(3)
+    if token in _FLOAT_TOKENS:
+        head = f.read(10)
+        if len(head) == 10 and head[0] == 4 and head[5] == 4:
+            return struct.unpack("<i", head[1:5])[0], struct.unpack("<i", head[6:10])[0]
+        return None
+    if token in (b"CM2", b"CM3"):
+        token += f.read(1)
+    if token not in _COMPRESSED_TOKENS:
+        return None
+    head = f.read(16)
+    if len(head) != 16:
+        return None
+    _, _, rows, cols = struct.unpack("<ffii", head)
+    return rows, cols
+
+
+def mat_shape(rxfile: str, where: str, key: str) -> tuple[int, int]:
+    """``(frames, dims)`` of a matrix entry, from its header alone where it is binary.
+
+    Why: a corpus index needs every utterance's length, and reading a header costs a seek and
+    a few bytes where loading costs the whole matrix (Kaldi's ``feat-to-len`` reads it all).
+    Text matrices and ranged entries (``ark:off[a:b]``) are loaded to be measured.
+    """
+    ark, _, offset = rxfile.rpartition(":")
+    if ark and offset.isdigit():
+        try:
+            with open(ark, "rb", buffering=0) as f:
+                f.seek(int(offset))
+                shape = _binary_shape(cast(Any, f))
+        except FileNotFoundError:
+            shape = None  # load_entry gives the one-line error
+        if shape is not None:
+            return shape
+    value = load_mat_entry(rxfile, where, key)
+    return int(value.shape[0]), int(value.shape[1])
+
+
+_FM_HEADER = 15  # b"\0BFM " + <4, int32 rows> + <4, int32 cols>
+
+
+def load_mat_rows(rxfile: str, where: str, key: str, start: int, end: int) -> np.ndarray:
+    """Rows ``start:end`` of a matrix entry, as :func:`load_mat_entry` would slice them.
+
+    Why: the length curriculum trains on pieces of utterances, so one utterance is read once per
+    piece; from an uncompressed float matrix (what ``snnasr features`` writes) only the piece's
+    rows are read.  Other kinds (compressed, double, text) are loaded whole, then sliced.
+    """
+    ark, _, offset = rxfile.rpartition(":")
+    if ark and offset.isdigit():
+        try:
+            with open(ark, "rb", buffering=0) as f:
+                f.seek(int(offset))
+                head = f.read(_FM_HEADER)
+                if len(head) == _FM_HEADER and head[:5] == b"\0BFM " and head[5] == 4 and head[10] == 4:
+                    rows, cols = struct.unpack("<i", head[6:10])[0], struct.unpack("<i", head[11:15])[0]
+                    if 0 <= start <= end <= rows:
+                        f.seek(int(offset) + _FM_HEADER + 4 * start * cols)
+                        buf = f.read(4 * (end - start) * cols)
+                        if len(buf) == 4 * (end - start) * cols:
+                            return np.frombuffer(buf, dtype="<f4").reshape(end - start, cols).astype(np.float32)
+        except FileNotFoundError:
+            pass  # load_mat_entry gives the one-line error
+    return load_mat_entry(rxfile, where, key)[start:end]
+
+
 def _read_scp(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     handles: dict = {}  # one open file per ark, reused across the scp's entries
     try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                key, _, rxfile = line.strip().partition(" ")
-                rxfile = rxfile.strip()
-                if not rxfile:
-                    raise DataError(f"{path}:{n}: entry {key!r} has no location; regenerate the scp")
-                if rxfile.endswith("|") or rxfile.startswith("|"):
-                    raise DataError(
-                        f"{path}:{n}: entry {key!r} is a command ({rxfile}); snnasr reads files only: "
-                        f"write the result to an ark first (e.g. copy-feats '{rxfile}' ark,scp:out.ark,out.scp)"
-                    )
-                try:
-                    value = kaldiio.load_mat(rxfile, fd_dict=handles)
-                except FileNotFoundError:
-                    raise DataError(
-                        f"{path}:{n}: {rxfile.rsplit(':', 1)[0]} not found (relative paths are taken from the "
-                        f"current directory, as Kaldi does); regenerate the scp or run from where it was made"
-                    ) from None
-                except Exception as e:
-                    raise DataError(
-                        f"{path}:{n}: cannot read {key!r} from {rxfile} ({type(e).__name__}: {e}); regenerate it"
-                    ) from e
-                yield key, value
+        for key, rxfile, n in scp_entries(path):
+            yield key, load_entry(rxfile, f"{path}:{n}", key, fd_dict=handles)
     finally:
         for handle in handles.values():
             handle.close()
