@@ -10,19 +10,23 @@ Measured per row, on random data (``frames`` x ``batch``, 40-dim input, 48 class
 
 - training step: forward, masked cross-entropy, backward and an Adam step;
 - inference: an eval-mode forward under ``torch.no_grad``;
-- peak memory of one training step (``time_chunk``: the fused scans' recomputation option) above what the model and optimiser already hold
-  (CUDA: the allocator's peak; CPU: the process's resident-set high-water mark, reset before
-  the step, with glibc's mmap threshold fixed so freed tensors leave the resident set).
+- peak memory of one training step (``time_chunk``: the fused scans' recomputation option)
+  above what the model and optimiser already hold (CUDA: the allocator's peak; CPU: the
+  process's resident-set high-water mark, reset before the step, with glibc's mmap threshold
+  fixed so freed tensors leave the resident set; measured after the timed rounds, see below).
 
+The timed steps run with glibc keeping freed memory for reuse, as ``snnasr train`` sets it on
+CPU (:mod:`snnasr.malloc`), which spares every row (LSTM included) re-faulting its temporaries.
 One warm-up iteration per row, then ``repeats`` rounds in which every row runs once in turn
-(interleaved, so a change in machine load hits all rows alike); the median round is reported.
+(interleaved, so a change in machine load hits all rows alike); the median round is reported,
+and with ``--json`` every round's time too (``train_s``, ``infer_s``: their spread is the
+measurement's noise).  The memory steps run last.
 Frames/s count real frames only: with ``padded`` the batch's lengths are spread evenly over
 [frames/2, frames] as in a length-sorted bucket of real utterances.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 
 from snnasr.config import SCAN_BACKENDS, ModelConfig
 from snnasr.io import ConfigError
+from snnasr.malloc import keep_freed_memory, return_freed_memory
 from snnasr.models import build
 from snnasr.models.registry import bench_variants, get_arch, model_config
 from snnasr.models.scan import ScanOptions, configure
@@ -87,27 +92,15 @@ def peak_memory(step: Callable[[], None], device: torch.device) -> int:
         step()
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - base
+    return_freed_memory()  # freed heap pages leave the resident set: reusing them counts again
     try:
-        _libc().malloc_trim(0)  # freed heap pages leave the resident set: reusing them counts again
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM
         base = _rss("VmRSS")
-    except (OSError, AttributeError):
-        return -1  # not Linux / glibc: unknown
+    except OSError:
+        return -1  # not Linux: unknown
     step()
     return _rss("VmHWM") - base
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL("libc.so.6")
-
-
-def _fix_mmap_threshold() -> None:
-    """Freed large tensors go back to the OS at once (otherwise RSS keeps glibc's cache)."""
-    try:
-        _libc().mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def _rows(archs: list[str], backends: list[str]) -> list[Row]:
@@ -186,7 +179,7 @@ def run_bench(
         raise ConfigError(f"--time-chunk={time_chunk}: must be >= 0 (0 = off)")
     rows = _rows(archs or [v.name for v in VARIANTS], backends or ["fused", "eager"])
     dev = resolve_device(device)
-    _fix_mmap_threshold()
+    keep_freed_memory()  # as training runs (snnasr.malloc); both the LSTM and the SNNs gain
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(frames, batch, N_IN, generator=gen)
     y = torch.randint(0, N_OUT, (frames, batch), generator=gen)
@@ -209,15 +202,17 @@ def run_bench(
     ]
     train: list[list[float]] = [[] for _ in rows]
     infer: list[list[float]] = [[] for _ in rows]
-    peaks = []
-    for case in cases:  # warm-up, then the memory of one more step
+    for case in cases:  # warm-up
         case.train_step()
         case.infer()
-        peaks.append(peak_memory(case.train_step, dev))
     for _ in range(repeats):
         for k, case in enumerate(cases):
             train[k].append(_timed(case.train_step, dev))
             infer[k].append(_timed(case.infer, dev))
+    # Memory last: the allocator setting it needs (every large block mapped and unmapped, so
+    # that the resident set follows the tensors) makes each step fault in fresh pages, which
+    # would slow the timed steps; they run with the allocator as `snnasr train` sets it.
+    peaks = [peak_memory(case.train_step, dev) for case in cases]
     out: list[dict[str, Any]] = []
     for row, tr, inf, peak in zip(rows, train, infer, peaks):
         out.append(
@@ -227,10 +222,20 @@ def run_bench(
                 "train_frames_per_s": n_frames / statistics.median(tr),
                 "infer_frames_per_s": n_frames / statistics.median(inf),
                 "peak_mem_bytes": peak,
+                "train_s": tr,
+                "infer_s": inf,
             }
         )
     ref = out[0]
+    eager = {r["arch"]: r for r in out if r["backend"] == "eager"}
     for r in out:
+        # Per round (the rows of one round ran back to back): the spread of the ratios.
+        per_round = [a / b for a, b in zip(ref["train_s"], r["train_s"])]
+        r["ratio_to_lstm_min"], r["ratio_to_lstm_max"] = min(per_round), max(per_round)
+        e = eager.get(r["arch"])
+        r["speedup_vs_eager"] = (
+            statistics.median(a / b for a, b in zip(e["train_s"], r["train_s"])) if e and e is not r else None
+        )
         r["ratio_to_lstm"] = r["train_frames_per_s"] / ref["train_frames_per_s"]
         r["infer_ratio_to_lstm"] = r["infer_frames_per_s"] / ref["infer_frames_per_s"]
         r["mem_ratio_to_lstm"] = r["peak_mem_bytes"] / ref["peak_mem_bytes"] if ref["peak_mem_bytes"] > 0 else None
@@ -263,13 +268,16 @@ def _print_table(settings: dict, rows: list[dict]) -> None:
         f"{', time_chunk ' + str(s['time_chunk']) if s['time_chunk'] else ''}"
     )
     print(
-        f"{'arch':<12} {'backend':<7} {'train fr/s':>10} {'vs lstm':>7} {'infer fr/s':>10} {'vs lstm':>7}"
-        f" {'peak MB':>8} {'vs lstm':>7}"
+        f"{'arch':<12} {'backend':<7} {'train fr/s':>10} {'vs lstm':>7} {'(rounds)':>11} {'vs eager':>8}"
+        f" {'infer fr/s':>10} {'vs lstm':>7} {'peak MB':>8} {'vs lstm':>7}"
     )
     for r in rows:
         mem = f"{r['peak_mem_bytes'] / 2**20:>8.1f}" if r["peak_mem_bytes"] >= 0 else f"{'?':>8}"
         mem_ratio = f"{r['mem_ratio_to_lstm']:>7.2f}" if r["mem_ratio_to_lstm"] is not None else f"{'?':>7}"
+        spread = f"{r['ratio_to_lstm_min']:.2f}-{r['ratio_to_lstm_max']:.2f}"
+        vs_eager = f"{r['speedup_vs_eager']:>8.2f}" if r["speedup_vs_eager"] is not None else f"{'':>8}"
         print(
             f"{r['arch']:<12} {r['backend']:<7} {r['train_frames_per_s']:>10.0f} {r['ratio_to_lstm']:>7.2f}"
-            f" {r['infer_frames_per_s']:>10.0f} {r['infer_ratio_to_lstm']:>7.2f} {mem} {mem_ratio}"
+            f" {spread:>11} {vs_eager} {r['infer_frames_per_s']:>10.0f} {r['infer_ratio_to_lstm']:>7.2f}"
+            f" {mem} {mem_ratio}"
         )

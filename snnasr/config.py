@@ -74,7 +74,26 @@ class ModelConfig:
 
 
 @dataclass
-class MultiBitConfig(ModelConfig):
+class ScanConfig(ModelConfig):
+    """Section base of the architectures whose layers run through :mod:`snnasr.models.scan`."""
+
+    # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
+    # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
+    # tbptt > 0 truncates backpropagation through time every that many frames.
+    scan_backend: str = "auto"
+    time_chunk: int = 0
+    tbptt: int = 0
+
+    def check(self) -> None:
+        super().check()
+        _choice("model.scan_backend", self.scan_backend, SCAN_BACKENDS)
+        for name in ("time_chunk", "tbptt"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
+
+
+@dataclass
+class MultiBitConfig(ScanConfig):
     """Section base of the multi-bit spiking architectures (lif, proposed): the quantiser of
     :mod:`snnasr.models.spikes` and the sigma-delta input encoder."""
 
@@ -86,12 +105,6 @@ class MultiBitConfig(ModelConfig):
     input_encoding: str = "sigma-delta"
     input_n_bits: int = 6
     input_threshold: int = 3
-    # Spiking layers' time loop (snnasr.models.scan): auto | fused | eager (the reference);
-    # time_chunk > 0 recomputes the saved state in chunks of that many frames (less memory);
-    # tbptt > 0 truncates backpropagation through time every that many frames.
-    scan_backend: str = "auto"
-    time_chunk: int = 0
-    tbptt: int = 0
 
     def check(self) -> None:
         super().check()
@@ -107,10 +120,6 @@ class MultiBitConfig(ModelConfig):
                 raise ConfigError(
                     f"model.{name}={v}: dead zone must be >= 0 and leave at least one level below 2^(n_bits-1)-1"
                 )
-        _choice("model.scan_backend", self.scan_backend, SCAN_BACKENDS)
-        for name in ("time_chunk", "tbptt"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"model.{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if not 0.0 < self.ema_momentum <= 1.0:
             raise ConfigError(
                 f"model.ema_momentum={self.ema_momentum}: must be in (0, 1] (weight of the newest range estimate)"

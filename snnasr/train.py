@@ -62,6 +62,7 @@ from snnasr.batching import BucketBatchSampler, Minibatch, batch_loader, curricu
 from snnasr.checkpoint import check_exp_dir, checkpoints, data_fingerprint
 from snnasr.config import Config, load_config, save_config
 from snnasr.io import ConfigError, DataError, SnnasrError, remove_stale_temporaries, write_text
+from snnasr.malloc import keep_freed_memory
 from snnasr.runtime import deferred_stop, resolve_device, rng_state, seed_everything, set_rng_state
 from snnasr.tensorboard_log import open_board
 from snnasr.utterance import UtterancePool
@@ -357,6 +358,8 @@ def fit(
     task = utterance_task(cfg)
     last = check_exp_dir(exp_dir, resume)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # large temporaries reused, not re-faulted every step (snnasr.malloc)
     ranks = distributed.current()  # one process unless started by torchrun (snnasr.distributed)
     n_in, n_out = train_data.dim, train_data.num_classes
     if (dev_data.dim, dev_data.num_classes) != (n_in, n_out):

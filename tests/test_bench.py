@@ -10,7 +10,7 @@ from snnasr.io import ConfigError
 
 
 def test_bench_reports_every_variant_and_backend_against_the_lstm(capsys):
-    rows = run_bench(hidden=8, layers=1, frames=6, batch=2, device="cpu", repeats=1, padded=True)
+    rows = run_bench(hidden=8, layers=1, frames=6, batch=2, device="cpu", repeats=2, padded=True)
     spiking = [v.name for v in VARIANTS if v.spiking]
     expected = [(v.name, "torch") for v in VARIANTS if not v.spiking]
     expected += [(n, b) for n in spiking for b in ("fused", "eager")]
@@ -19,6 +19,9 @@ def test_bench_reports_every_variant_and_backend_against_the_lstm(capsys):
     for r in rows:
         assert r["train_frames_per_s"] > 0 and r["infer_frames_per_s"] > 0
         assert r["ratio_to_lstm"] == pytest.approx(r["train_frames_per_s"] / rows[0]["train_frames_per_s"])
+        assert len(r["train_s"]) == 2 and r["ratio_to_lstm_min"] <= r["ratio_to_lstm_max"]
+        # Fused rows carry their speed-up over the eager row of the same variant, measured per round.
+        assert (r["speedup_vs_eager"] is not None) == (r["backend"] == "fused")
     out = capsys.readouterr().out
     assert "vs lstm" in out and "padded: 9 real" in out  # lengths 6, 3
 

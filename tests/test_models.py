@@ -303,3 +303,37 @@ def test_cuda_matches_cpu(arch, extra):
         assert torch.allclose(p.grad, q.grad.cpu(), atol=1e-6), name
     for (name, buf), buf2 in zip(cpu.named_buffers(), gpu.buffers()):
         assert torch.allclose(buf.double(), buf2.cpu().double(), atol=1e-6), name
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_batch_norm_blocks_equals_one_norm_per_block(padded):
+    """The gated layer's two projections are normalised in one call: the same outputs,
+    gradients and running statistics as one MaskedBatchNorm1d per half."""
+    from snnasr.models.layers import MaskedBatchNorm1d, batch_norm_blocks
+
+    torch.manual_seed(3)
+    norms = [MaskedBatchNorm1d(4).double() for _ in range(2)]
+    for n in norms:
+        torch.nn.init.uniform_(n.weight, 0.5, 2.0), torch.nn.init.uniform_(n.bias, -1.0, 1.0)
+    ref = copy.deepcopy(norms)
+    x = torch.randn(6, 3, 8, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    mask = torch.ones(6, 3, dtype=torch.bool)
+    if padded:
+        mask[4:, 1] = False
+    w = torch.randn(6, 3, 8, dtype=torch.float64)
+    a = batch_norm_blocks(x, mask, norms)
+    b = torch.cat([n(part.contiguous(), mask) for n, part in zip(ref, x2.chunk(2, dim=2))], dim=2)
+    assert torch.allclose(a, b, atol=1e-12)
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-12)
+    for n, r in zip(norms, ref):
+        assert torch.allclose(n.weight.grad, r.weight.grad, atol=1e-12)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.allclose(getattr(n, name).double(), getattr(r, name).double(), atol=1e-12), name
+    for n, r in zip(norms, ref):
+        n.eval(), r.eval()
+    assert torch.allclose(
+        batch_norm_blocks(x, mask, norms), torch.cat([n(p, mask) for n, p in zip(ref, x.chunk(2, 2))], 2)
+    )

@@ -4,7 +4,17 @@ import pytest
 import torch
 
 from snnasr.io import ConfigError
-from snnasr.models.spikes import SURROGATES, Quantizer, get_surrogate, quant_scale, quantize, spike
+from snnasr.models.spikes import (
+    SURROGATES,
+    Quantizer,
+    RangeState,
+    get_surrogate,
+    quant_scale,
+    quantize,
+    quantize_at,
+    spike,
+    track_range,
+)
 
 
 def _levels(n_bits: int, threshold: int) -> set[int]:
@@ -65,6 +75,34 @@ def test_ema_update_and_bias_correction():
     assert float(q.calls) == 2
     assert float(q.range) == pytest.approx(max(abs(m_min), abs(m_max)) / (1 - 0.9**2))
     assert {"ema", "calls", "range"} <= set(q.state_dict())
+
+
+def test_host_and_device_range_states_follow_the_same_equations():
+    """CPU loops keep the range as host floats, other devices as 0-dim tensors (no sync): the
+    same EMA, bias correction and R, step after step, with and without padded rows."""
+    torch.manual_seed(0)
+    q = Quantizer(6, 3, momentum=0.1).double().train()
+    cfg, host = q.config(), q.start(torch.float64)
+    assert isinstance(host.lo, float)
+    zero = torch.zeros((), dtype=torch.float64)
+    device = RangeState(zero, zero, zero + float(q.range))
+    for k, m in enumerate(q.plan([True] * 5)):
+        a = torch.randn(4, 7, dtype=torch.float64) * (k + 1)
+        if k % 2:
+            m = m._replace(rows=torch.tensor([False, True, True, False]), fill=1)
+        host = track_range(a, host, m, cfg)
+        device = track_range(a, device, m._replace(corr=torch.tensor(m.corr, dtype=torch.float64)), cfg)
+        for x, y in zip(host, device):
+            assert x == pytest.approx(float(y), rel=1e-12)
+
+
+def test_floor_form_of_q_equals_trunc_when_inputs_are_non_negative():
+    a = torch.linspace(-3, 40, 5001, dtype=torch.float64)
+    r = torch.tensor(30.0, dtype=torch.float64)
+    for n_bits, k in ((6, 3), (1, 0), (3, 0)):
+        ref = quantize_at(a, r, n_bits, k)
+        assert torch.equal(quantize_at(a.clamp(min=0), 30.0, n_bits, k, a_min=0.0), ref.clamp(min=0))
+        assert torch.equal(quantize_at(a, 30.0, n_bits, k), ref)
 
 
 def test_range_frozen_in_eval_and_padding_rows_ignored():

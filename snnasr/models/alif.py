@@ -38,14 +38,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnasr.config import SURROGATES, ModelConfig, _choice
+from snnasr.config import SURROGATES, ScanConfig, _choice
 from snnasr.io import ConfigError
+from snnasr.models.bptt import ALIFKernel
+from snnasr.models.gemm import linear
 from snnasr.models.layers import drop_drive, make_norm
 from snnasr.models.registry import Arch, LayerSpec
-from snnasr.models.scan import plain_cell, scan
+from snnasr.models.scan import ScanOptions, plain_cell, scan
 from snnasr.models.spikes import spike
 from snnasr.ops import OpSpec
 
@@ -76,7 +77,7 @@ PRESETS = {
 
 
 @dataclass
-class ALIFConfig(ModelConfig):
+class ALIFConfig(ScanConfig):
     """``model`` section of ``--arch alif`` (see the module docstring for the constants)."""
 
     batchnorm: bool = False
@@ -126,14 +127,21 @@ def alif_step(j: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFS
 def alif_update(i: Tensor, state: ALIFState, p: ALIFParams) -> tuple[Tensor, ALIFState]:
     """The rest of :func:`alif_step` once the input current ``I_t`` (with ``W_rec s_{t-1}``) is
     known (the event-driven path of :mod:`snnasr.sparse` computes the recurrent term itself)."""
-    b = p.rho * state.adaptation + (1 - p.rho) * state.spikes
-    theta = p.b0 + p.beta * b
-    u = p.alpha * state.membrane + (1 - p.alpha) * i - theta * state.spikes
+    b = torch.addcmul(p.rho * state.adaptation, 1 - p.rho, state.spikes)
+    theta = torch.mul(b, p.beta) + p.b0
+    u = torch.addcmul(torch.addcmul(p.alpha * state.membrane, 1 - p.alpha, i), theta, state.spikes, value=-1)
     s = spike(u - theta, p.surrogate, p.width)
     return s, ALIFState(u, b, s)
 
 
-ALIF = plain_cell("alif", alif_step)
+def _alif_kernel(inputs: tuple[Tensor], state0: ALIFState, p: ALIFParams, masks: list):  # type: ignore[no-untyped-def]
+    (j,) = inputs
+    kernel = ALIFKernel(j.shape[0], tuple(j.shape[1:]), tuple(state0), p.b0, p.beta, p.surrogate, p.width)
+    return kernel, (j, p.alpha, p.rho, p.weight_rec), lambda carry, rng: ALIFState(*carry)
+
+
+# The eager step and the fused kernel (hand-derived backward, models/bptt.py) run the same ops.
+ALIF = plain_cell("alif", alif_step, _alif_kernel)
 
 
 def multi_normal(n: int, groups: Groups, generator: torch.Generator | None = None) -> Tensor:
@@ -172,6 +180,7 @@ class ALIFLayer(nn.Module):
         self.tau_adp = nn.Parameter(tau_adp.clone(), requires_grad=learn_tau)
         self.b0, self.beta, self.tau_min = b0, beta, tau_min
         self.surrogate, self.surrogate_scale = surrogate, surrogate_scale
+        self.scan_options = ScanOptions()
 
     def extra_repr(self) -> str:
         return f"b0={self.b0}, beta={self.beta}, surrogate={self.surrogate}"
@@ -203,10 +212,10 @@ class ALIFLayer(nn.Module):
         with torch.no_grad():
             self.tau_m.clamp_(min=self.tau_min)
             self.tau_adp.clamp_(min=self.tau_min)
-        j = self.norm(F.linear(x, self.weight, self.bias), mask)
+        j = self.norm(linear(x, self.weight, fast=self.scan_options.backend != "eager") + self.bias, mask)
         j = drop_drive(j, self.hidden, self.p, self.training)
         state0 = self.init_state(x) if state is None else state
-        return scan(ALIF, (j,), state0, self.params(), [None] * j.shape[0])
+        return scan(ALIF, (j,), state0, self.params(), [None] * j.shape[0], self.scan_options)
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ALIFLayer:

@@ -44,10 +44,11 @@ def _onednn_linear(x: Tensor, w: Tensor) -> Tensor:
 
 
 # Per-step products smaller than this many multiply-adds stay on torch's GEMM: measured on the
-# 2-core CPU, oneDNN's call costs more than it saves below ~2-4 M (e.g. 8 x 256 -> 512: 0.6x),
-# and wins 2-2.4x above (8 x 550 -> 1100, 32..128 x 256 -> 512).  A fixed rule, not a timing
-# at run time, so that the same shapes always take the same arithmetic (reproducible runs).
-PACKED_MIN_MACS = 1 << 22
+# 2-core CPU (one thread, CPU time, torch 2.14), oneDNN's call costs more than it saves at
+# 0.26 M (8 x 128 -> 256: 0.56x) and wins from ~1 M on (8 x 256 -> 512: 1.3x; 16..32 rows x
+# 256: 1.1x; 8 x 550 -> 550, ALIF's: 1.8x; 8 x 550 -> 1100, gated v2's: 2.4x).  A fixed rule, not
+# a timing at run time, so that the same shapes always take the same arithmetic.
+PACKED_MIN_MACS = 1 << 20
 
 
 class PackedWeight:

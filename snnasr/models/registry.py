@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import Tensor, nn
 
-from snnasr.config import ModelConfig, MultiBitConfig
+from snnasr.config import ModelConfig, ScanConfig
 from snnasr.io import ConfigError
 from snnasr.models.layers import IntegratorReadout, Readout
 from snnasr.models.scan import ScanOptions, configure
@@ -315,6 +315,6 @@ def build(arch: str, cfg: ModelConfig, n_in: int, n_out: int) -> AcousticModel:
     else:
         readout = Readout(r_width, n_out, cfg.batchnorm)
     model = AcousticModel(arch, layers, readout, n_out, encoder, sources, readout_sources, cfg.steps_per_frame)
-    if isinstance(cfg, MultiBitConfig):  # the sections whose layers run through models/scan.py
+    if isinstance(cfg, ScanConfig):  # the sections whose layers run through models/scan.py
         configure(model, ScanOptions(cfg.scan_backend, cfg.time_chunk, cfg.tbptt))
     return model

@@ -13,9 +13,10 @@ inputs, state0, params, masks)`` runs the recurrence over time with a backend:
 - ``auto`` (default): ``fused`` when the cell has a kernel, else ``eager`` (a clean fallback,
   also for ``fused`` asked of a cell without one, e.g. a new architecture).
 
-Why this shape (measured, see ``snnasr bench``): the eager loop's cost is per-op overhead
-(autograd graph and dispatch) of ~40 small ops per step; the fused kernel runs ~20 ops per step
-forward and ~6 backward, with no graph.
+Why this shape (measured, see ``snnasr bench`` and README "Performance"): the eager loop's
+cost is per-op overhead (autograd graph and dispatch) of ~40 small ops per step; the fused
+kernel runs ~20 ops per step forward and ~6 backward, with no graph and with Python's cyclic
+garbage collector paused (:func:`_no_cyclic_gc`).
 
 Masks (:func:`step_masks`) are computed once per batch with one host sync, before the loop; the
 quantiser's range state is explicit (:class:`~snnasr.models.spikes.RangeState`, threaded
@@ -31,7 +32,9 @@ backpropagation through time every K steps (the state entering step t is detache
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -82,12 +85,22 @@ class Kernel:
     def bind(self, tensors: tuple[Tensor | None, ...], out: Tensor) -> None:
         self.tensors, self.out = tensors, out
 
+    def release(self) -> None:
+        """Drop the bound tensors: the autograd context holds the kernel, so a kernel still holding
+        ``out`` (whose ``grad_fn`` is that context) would be a cycle through torch's C++ graph that
+        Python's collector cannot free: every training step's activations leaked (~3.5 MB a step)."""
+        self.tensors, self.out = (), None  # type: ignore[assignment]
+
     def init_carry(self) -> tuple:
         raise NotImplementedError
 
+    def carry_of(self, state0: Any) -> tuple:
+        """The carry at t=0 from the cell's state ``(*carry, range)`` (see :func:`scan`)."""
+        return tuple(state0[:-1])
+
     def run(
-        self, t0: int, t1: int, carry: tuple, rng: Any, ranges: Tensor | None, keep: bool
-    ) -> tuple[tuple, Any, Any, list[Tensor]]:
+        self, t0: int, t1: int, carry: tuple, rng: Any, ranges: list | None, keep: bool
+    ) -> tuple[tuple, Any, Any, list]:
         """-> ``(carry, rng, saved or None, [R_t of each step])``"""
         raise NotImplementedError
 
@@ -101,7 +114,7 @@ class Kernel:
         grads: dict,
         cut: Callable[[int], bool],
         gout: Tensor,
-        ranges: Tensor,
+        ranges: list,
     ) -> Any:
         raise NotImplementedError
 
@@ -118,11 +131,14 @@ class Cell(NamedTuple):
     kernel: Callable[..., tuple[Kernel, tuple, Callable]] | None = None
 
 
-def plain_cell(name: str, step: Callable[[Tensor, Any, Any], tuple[Tensor, Any]]) -> Cell:
+def plain_cell(
+    name: str,
+    step: Callable[[Tensor, Any, Any], tuple[Tensor, Any]],
+    kernel: Callable[..., tuple[Kernel, tuple, Callable]] | None = None,
+) -> Cell:
     """A :class:`Cell` for ``step(x_t, state, params)``: one input and no per-step mask (binary
-    spikes, no range quantiser; ALIF, ScSr).  It has no fused kernel yet, so every backend runs it
-    eagerly; scan it with ``masks=[None] * T``."""
-    return Cell(name, lambda x, state, params, m: step(x[0], state, params))
+    spikes, no range quantiser; ALIF, ScSr); scan it with ``masks=[None] * T``."""
+    return Cell(name, lambda x, state, params, m: step(x[0], state, params), kernel)
 
 
 class ScanMasks(NamedTuple):
@@ -131,11 +147,14 @@ class ScanMasks(NamedTuple):
     mask: Tensor  # [T, B], True = real frame
     full: list[bool]  # step t has no padding
     seen: list[bool]  # step t has a real frame
+    fill: list[int]  # a real row of step t (0 where none)
 
     @classmethod
     def of(cls, mask: Tensor) -> ScanMasks:
-        full, seen = torch.stack((mask.all(dim=1), mask.any(dim=1))).tolist()
-        return cls(mask, full, seen)
+        full, seen, fill = torch.stack(
+            (mask.all(dim=1).long(), mask.any(dim=1).long(), mask.to(torch.uint8).argmax(dim=1).long())
+        ).tolist()
+        return cls(mask, [bool(f) for f in full], [bool(v) for v in seen], fill)
 
 
 def step_masks(masks: ScanMasks, quantizer: Quantizer) -> list[StepMask]:
@@ -144,7 +163,7 @@ def step_masks(masks: ScanMasks, quantizer: Quantizer) -> list[StepMask]:
     if all(masks.full):
         return plan
     rows = masks.mask.unbind(0)
-    return [m if f else m._replace(rows=rows[t]) for t, (m, f) in enumerate(zip(plan, masks.full))]
+    return [m if f else m._replace(rows=rows[t], fill=masks.fill[t]) for t, (m, f) in enumerate(zip(plan, masks.full))]
 
 
 def resolve_backend(cell: Cell, options: ScanOptions) -> str:
@@ -155,7 +174,9 @@ def resolve_backend(cell: Cell, options: ScanOptions) -> str:
 
 
 def _detach(state: Any) -> Any:
-    return type(state)(*(_detach(v) if isinstance(v, tuple) else v.detach() for v in state))
+    return type(state)(
+        *(v.detach() if isinstance(v, Tensor) else _detach(v) if isinstance(v, tuple) else v for v in state)
+    )
 
 
 def eager_scan(
@@ -171,9 +192,33 @@ def eager_scan(
     return torch.stack(out), state
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused around a fused loop.
+
+    Why: each step creates a few dozen short-lived objects (tensors, views, tuples), which
+    triggers a generation-0 collection every ~700 allocations; profiled (perf, v1 layer at
+    [8, 550]) the collector took ~20 % of the loop's time.  The loop creates no reference
+    cycles (every object is freed by its reference count), so nothing is left for the collector
+    to find; its previous state is restored afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _FusedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel: Kernel, options: ScanOptions, grad_wanted: bool, *tensors: Tensor | None) -> Tensor:  # type: ignore[override]
+        with _no_cyclic_gc():
+            return _FusedScan._forward(ctx, kernel, options, grad_wanted, tensors)
+
+    @staticmethod
+    def _forward(ctx, kernel: Kernel, options: ScanOptions, grad_wanted: bool, tensors: tuple) -> Tensor:  # type: ignore[no-untyped-def]
         ref = next(x for x in tensors if x is not None)
         t_len = kernel.steps  # type: ignore[attr-defined]
         out = ref.new_empty(t_len, *kernel.out_shape)
@@ -190,14 +235,20 @@ class _FusedScan(torch.autograd.Function):
             saved.append(sv)
             ranges.extend(rs)
         kernel.final = (carry, rng)
+        kernel.release()
         if keep:
             ctx.kernel, ctx.options, ctx.chunk = kernel, options, chunk
-            ctx.starts, ctx.saved, ctx.ranges = starts, saved, torch.stack(ranges)
+            ctx.starts, ctx.saved, ctx.ranges = starts, saved, ranges
             ctx.save_for_backward(out, *tensors)
         return out
 
     @staticmethod
     def backward(ctx, gout: Tensor):  # type: ignore[override]
+        with _no_cyclic_gc():
+            return _FusedScan._backward(ctx, gout)
+
+    @staticmethod
+    def _backward(ctx, gout: Tensor):  # type: ignore[no-untyped-def]
         out, *tensors = ctx.saved_tensors
         kernel, chunk, tb = ctx.kernel, ctx.chunk, ctx.options.tbptt
         kernel.bind(tuple(tensors), out)
@@ -214,7 +265,10 @@ class _FusedScan(torch.autograd.Function):
                 _, _, saved, _ = kernel.run(t0, t1, ctx.starts[k], None, ctx.ranges[t0:t1], True)
             ctx.saved[k] = None
             adj = kernel.backward(t0, t1, ctx.starts[k], saved, adj, grads, cut, gout, ctx.ranges[t0:t1])
-        return (None, None, None, *kernel.finish(grads, ctx.needs_input_grad[3:]))
+        result = kernel.finish(grads, ctx.needs_input_grad[3:])
+        kernel.release()
+        ctx.kernel = ctx.starts = ctx.saved = ctx.ranges = None
+        return (None, None, None, *result)
 
 
 def scan(
@@ -227,15 +281,16 @@ def scan(
 ) -> tuple[Tensor, Any]:
     """Run ``cell`` over time: ``inputs`` ``[T, B, *]`` tensors, ``masks`` from :func:`step_masks`.
 
-    Returns the outputs ``[T, B, H]`` and the final state (its range state is what the layer
-    commits to its quantiser).  Fused backends give no gradient through the final state, nor to
-    ``state0``; a fused cell's state is ``(*carry, range)`` (the kernel's carry, then the range).
+        Returns the outputs ``[T, B, H]`` and the final state (its range state is what the layer
+        commits to its quantiser).  Fused backends give no gradient through the final state, nor to
+        ``state0``; a fused cell's state is ``(*carry, range)`` (the kernel's carry, then the range),
+    or the carry alone for cells without a range quantiser (:meth:`Kernel.carry_of`).
     """
     if resolve_backend(cell, options) == "eager":
         return eager_scan(cell, inputs, state0, params, masks, options.tbptt)
     assert cell.kernel is not None
     kernel, tensors, final = cell.kernel(inputs, state0, params, masks)
-    kernel.carry0 = tuple(state0[:-1])
+    kernel.carry0 = kernel.carry_of(state0)
     # Under no_grad, needs_input_grad still reports the parameters' requires_grad: pass the mode.
     out = _FusedScan.apply(kernel, options, torch.is_grad_enabled(), *tensors)
     return out, final(*kernel.final)

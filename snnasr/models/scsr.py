@@ -43,20 +43,21 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnasr.config import SURROGATES, ModelConfig, _choice
+from snnasr.config import SURROGATES, ScanConfig, _choice
 from snnasr.io import ConfigError
+from snnasr.models.bptt import ScSrKernel
+from snnasr.models.gemm import linear
 from snnasr.models.layers import drop_drive, kaiming_uniform_, make_norm
 from snnasr.models.registry import Arch, LayerSpec
-from snnasr.models.scan import plain_cell, scan
+from snnasr.models.scan import ScanOptions, plain_cell, scan
 from snnasr.models.spikes import spike
 from snnasr.ops import OpSpec
 
 
 @dataclass
-class ScSrConfig(ModelConfig):
+class ScSrConfig(ScanConfig):
     """``model`` section of ``--arch scsr`` (see the module docstring)."""
 
     skip: bool = True
@@ -105,12 +106,19 @@ class ScSrParams(NamedTuple):
 
 def scsr_step(i: Tensor, state: ScSrState, p: ScSrParams) -> tuple[Tensor, ScSrState]:
     """One step: drive ``I_t`` ``[B, H]`` and state in, ``(s_t, new state)`` out; no mutation."""
-    u = p.leak * state.membrane * (1 - state.spikes) + p.gain * (i + p.self_weight * state.spikes)
+    u = torch.addcmul(p.gain * torch.addcmul(i, p.self_weight, state.spikes), p.leak * state.membrane, 1 - state.spikes)
     s = spike(u - p.threshold, p.surrogate, p.width)
     return s, ScSrState(u, s)
 
 
-SCSR = plain_cell("scsr", scsr_step)
+def _scsr_kernel(inputs: tuple[Tensor], state0: ScSrState, p: ScSrParams, masks: list):  # type: ignore[no-untyped-def]
+    (i,) = inputs
+    kernel = ScSrKernel(i.shape[0], tuple(i.shape[1:]), tuple(state0), p.threshold, p.surrogate, p.width)
+    return kernel, (i, p.leak, p.gain, p.self_weight), lambda carry, rng: ScSrState(*carry)
+
+
+# The eager step and the fused kernel (hand-derived backward, models/bptt.py) run the same ops.
+SCSR = plain_cell("scsr", scsr_step, _scsr_kernel)
 
 
 class ScSrLayer(nn.Module):
@@ -140,6 +148,7 @@ class ScSrLayer(nn.Module):
         self.gain = nn.Parameter(torch.ones(hidden))
         self.threshold, self.tau_range, self.gain_range = threshold, tau_range, gain_range
         self.surrogate, self.surrogate_scale = surrogate, surrogate_scale
+        self.scan_options = ScanOptions()
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, tau_range={self.tau_range}, gain_range={self.gain_range}"
@@ -162,7 +171,8 @@ class ScSrLayer(nn.Module):
     def forward_state(self, x: Tensor, mask: Tensor, state: ScSrState | None = None) -> tuple[Tensor, ScSrState]:
         """:meth:`forward` from ``state`` (None = at rest), also returning the state after the
         last step: a stream runs its chunks through this, one after the other."""
-        i = drop_drive(self.norm(F.linear(x, self.weight), mask), self.hidden, self.p, self.training)
+        wx = linear(x, self.weight, fast=self.scan_options.backend != "eager")
+        i = drop_drive(self.norm(wx, mask), self.hidden, self.p, self.training)
         return self.integrate(i, mask, state)
 
     def integrate(self, i: Tensor, mask: Tensor, state: ScSrState | None = None) -> tuple[Tensor, ScSrState]:
@@ -172,7 +182,7 @@ class ScSrLayer(nn.Module):
             self.tau_m.clamp_(*self.tau_range)
             self.gain.clamp_(*self.gain_range)
         state0 = self.init_state(i) if state is None else state
-        return scan(SCSR, (i,), state0, self.params(), [None] * i.shape[0])
+        return scan(SCSR, (i,), state0, self.params(), [None] * i.shape[0], self.scan_options)
 
 
 def _layer(cfg: Any, n_in: int, index: int, backward: bool) -> ScSrLayer:
