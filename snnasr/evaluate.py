@@ -56,6 +56,15 @@ def _check_features(data_dir: Path, set_name: str) -> None:
         raise DataError(f"{data_dir}/feats.scp: no features for set {set_name}; run snnasr features --sets {set_name}")
 
 
+def exp_and_set(exp: str | Path, recipe_dir: Path, set_name: str) -> tuple[Path, Path]:
+    """``(exp_dir, data/<set>)`` of a command that runs a trained model over a set (eval,
+    bench --sparse, stream): the run found and the set's features there, or one line why not."""
+    exp_dir = resolve_exp(exp, recipe_dir)
+    data_dir = recipe_dir / "data" / set_name
+    _check_features(data_dir, set_name)
+    return exp_dir, data_dir
+
+
 def _check_labels(data_dir: Path, set_name: str, level: str, lang: Lang, n_out: int) -> None:
     """Fail early, in one line, on a set whose labels the model cannot be scored against."""
     if level not in lang.levels:
@@ -298,9 +307,7 @@ def run_evaluation(
         raise ConfigError(f"smoothing window {smooth_window}: must be an odd number of frames (1 = off)")
     if min_dur < 1:
         raise ConfigError(f"minimum duration {min_dur}: must be at least 1 frame")
-    exp_dir = resolve_exp(exp, recipe_dir)
-    data_dir = recipe_dir / "data" / set_name
-    _check_features(data_dir, set_name)
+    exp_dir, data_dir = exp_and_set(exp, recipe_dir, set_name)
     lang = load_lang(recipe_dir / "data" / "lang")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -288,16 +288,14 @@ def run_sparse_bench(
     from snnasr.batching import plan_batches
     from snnasr.checkpoint import load_model
     from snnasr.dataset import UtteranceDataset
-    from snnasr.evaluate import _check_features, pad_batch, resolve_exp
+    from snnasr.evaluate import exp_and_set, pad_batch
     from snnasr.io import DataError
     from snnasr.runtime import resolve_device
 
     if repeats < 1:
         raise ConfigError(f"--repeats={repeats}: must be positive")
     recipe_dir = Path(recipe_dir)
-    exp_dir = resolve_exp(exp, recipe_dir)
-    data_dir = recipe_dir / "data" / set_name
-    _check_features(data_dir, set_name)
+    exp_dir, data_dir = exp_and_set(exp, recipe_dir, set_name)
     dev = resolve_device(device)
     model, cfg, meta = load_model(exp_dir, dev)
     sparse, tallies = event_driven(model)

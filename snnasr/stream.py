@@ -275,7 +275,7 @@ def run_stream(
 
     from snnasr.checkpoint import load_model
     from snnasr.dataset import UtteranceDataset
-    from snnasr.evaluate import _check_features, _check_labels, resolve_exp
+    from snnasr.evaluate import _check_labels, exp_and_set
     from snnasr.features import FeatureOptions, read_feature_state
     from snnasr.io import DataError, write_text
     from snnasr.lang import load_lang
@@ -283,9 +283,7 @@ def run_stream(
     if chunk < 1:
         raise ConfigError(f"--chunk={chunk}: must be at least 1 frame")
     recipe_dir = Path(recipe_dir)
-    exp_dir = resolve_exp(exp, recipe_dir)
-    data_dir = recipe_dir / "data" / set_name
-    _check_features(data_dir, set_name)
+    exp_dir, data_dir = exp_and_set(exp, recipe_dir, set_name)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, cfg, meta = load_model(exp_dir, device)
