@@ -3,7 +3,9 @@
 Why: the spiking layers run their own time loop (:mod:`snnasr.models.scan`) while nn.LSTM/GRU
 run a fused library kernel, so an SNN's speed only means something next to the LSTM measured
 in the same process, on the same machine, shapes and load.  Every architecture variant runs
-with each requested scan backend (``fused``; ``eager`` is the naive per-step reference);
+with each requested scan backend (``native``, ``fused``; ``eager`` is the naive per-step
+reference; a ``native`` row is left out for variants that have no native kernel, whose scans
+would run ``fused`` again);
 LSTM/GRU rows are torch's own kernels (backend ``torch``).
 
 Measured per row, on random data (``frames`` x ``batch``, 40-dim input, 48 classes):
@@ -43,10 +45,11 @@ from snnasr.io import ConfigError
 from snnasr.malloc import keep_freed_memory, return_freed_memory
 from snnasr.models import build
 from snnasr.models.registry import bench_variants, get_arch, model_config
-from snnasr.models.scan import ScanOptions, configure
+from snnasr.models.scan import ScanOptions, backends_run, configure
 from snnasr.runtime import resolve_device
 
 N_IN, N_OUT = 40, 48
+DEFAULT_BACKENDS = ("native", "fused", "eager")
 
 
 class Variant(NamedTuple):
@@ -70,7 +73,7 @@ VARIANTS = _variants()
 
 class Row(NamedTuple):
     variant: Variant
-    backend: str  # torch | fused | eager
+    backend: str  # torch | native | fused | eager
 
 
 def _sync(device: torch.device) -> None:
@@ -131,6 +134,7 @@ class _Case:
             configure(self.model, ScanOptions(row.backend, time_chunk=time_chunk))
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.x, self.mask, self.y = x, mask, y
+        self.native = False  # whether a native kernel ran (set by the warm-up)
 
     def train_step(self) -> None:
         self.model.train()
@@ -177,7 +181,7 @@ def run_bench(
     _check("repeats", repeats)
     if time_chunk < 0:
         raise ConfigError(f"--time-chunk={time_chunk}: must be >= 0 (0 = off)")
-    rows = _rows(archs or [v.name for v in VARIANTS], backends or ["fused", "eager"])
+    rows = _rows(archs or [v.name for v in VARIANTS], backends or list(DEFAULT_BACKENDS))
     dev = resolve_device(device)
     keep_freed_memory()  # as training runs (snnasr.malloc); both the LSTM and the SNNs gain
     gen = torch.Generator().manual_seed(0)
@@ -203,8 +207,13 @@ def run_bench(
     train: list[list[float]] = [[] for _ in rows]
     infer: list[list[float]] = [[] for _ in rows]
     for case in cases:  # warm-up
-        case.train_step()
-        case.infer()
+        with backends_run() as ran:
+            case.train_step()
+            case.infer()
+        case.native = "native" in ran
+    # A native row of a variant without native kernels ran fused: the fused row already has it.
+    keep = [not (r.backend == "native" and not c.native) for r, c in zip(rows, cases)]
+    rows, cases = [r for r, k in zip(rows, keep) if k], [c for c, k in zip(cases, keep) if k]
     for _ in range(repeats):
         for k, case in enumerate(cases):
             train[k].append(_timed(case.train_step, dev))

@@ -506,7 +506,9 @@ def report(runs: tuple[Path, ...], out: Path | None, recipe_dir: Path) -> None:
 @click.option("--frames", type=click.IntRange(min=1), default=800, show_default=True, help="Sequence length.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when available.")
-@click.option("--backend", "backends", default="fused,eager", show_default=True, help="Scan backends of the SNNs.")
+@click.option(
+    "--backend", "backends", default="native,fused,eager", show_default=True, help="Scan backends of the SNNs."
+)
 @click.option("--padded", is_flag=True, help="Lengths spread over [frames/2, frames], as real batches.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")

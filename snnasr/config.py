@@ -30,7 +30,7 @@ INPUT_ENCODINGS = ("sigma-delta", "none")
 READOUTS = ("linear", "integrator")
 TASKS = ("frame", "utterance")
 POOLS = ("last", "mean", "max", "softmax-sum")
-SCAN_BACKENDS = ("auto", "fused", "eager")
+SCAN_BACKENDS = ("auto", "native", "fused", "eager")
 
 
 @dataclass

@@ -7,21 +7,23 @@ from click.testing import CliRunner
 from snnasr.bench import VARIANTS, peak_memory, run_bench
 from snnasr.cli import cli
 from snnasr.io import ConfigError
+from snnasr.models import native
 
 
 def test_bench_reports_every_variant_and_backend_against_the_lstm(capsys):
     rows = run_bench(hidden=8, layers=1, frames=6, batch=2, device="cpu", repeats=2, padded=True)
     spiking = [v.name for v in VARIANTS if v.spiking]
     expected = [(v.name, "torch") for v in VARIANTS if not v.spiking]
-    expected += [(n, b) for n in spiking for b in ("fused", "eager")]
+    native_variants = {"lif", "proposed", "proposed-v1"} if native.available() else set()  # the others run fused
+    expected += [(n, b) for n in spiking for b in ("native", "fused", "eager") if b != "native" or n in native_variants]
     assert sorted((r["arch"], r["backend"]) for r in rows) == sorted(expected)
     assert rows[0]["arch"] == "lstm" and rows[0]["ratio_to_lstm"] == 1.0
     for r in rows:
         assert r["train_frames_per_s"] > 0 and r["infer_frames_per_s"] > 0
         assert r["ratio_to_lstm"] == pytest.approx(r["train_frames_per_s"] / rows[0]["train_frames_per_s"])
         assert len(r["train_s"]) == 2 and r["ratio_to_lstm_min"] <= r["ratio_to_lstm_max"]
-        # Fused rows carry their speed-up over the eager row of the same variant, measured per round.
-        assert (r["speedup_vs_eager"] is not None) == (r["backend"] == "fused")
+        # Kernel rows carry their speed-up over the eager row of the same variant, measured per round.
+        assert (r["speedup_vs_eager"] is not None) == (r["backend"] in ("native", "fused"))
     out = capsys.readouterr().out
     assert "vs lstm" in out and "padded: 9 real" in out  # lengths 6, 3
 

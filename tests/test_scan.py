@@ -1,4 +1,7 @@
-"""Every scan backend equals the eager reference: forward, gradients, range state (float64)."""
+"""Every scan backend equals the eager reference: forward, gradients, range state (float64).
+
+The kernel backends (``fused``, ``native``) run the same tests; ``native`` also where it falls
+back to ``fused`` (other surrogates, ALIF, ScSr), which the record of the backends that ran pins."""
 
 import copy
 import gc
@@ -8,10 +11,19 @@ import pytest
 import torch
 
 from snnasr.io import ConfigError
-from snnasr.models import build
+from snnasr.models import build, native
 from snnasr.models.encoding import SigmaDeltaEncoder
 from snnasr.models.registry import model_config
-from snnasr.models.scan import Cell, ScanMasks, ScanOptions, configure, resolve_backend, scan, step_masks
+from snnasr.models.scan import (
+    Cell,
+    ScanMasks,
+    ScanOptions,
+    backends_run,
+    configure,
+    resolve_backend,
+    scan,
+    step_masks,
+)
 from snnasr.models.spikes import Quantizer
 
 SPIKING = [
@@ -24,9 +36,17 @@ SPIKING = [
     ("scsr", {}),
     ("alif", {"preset": "shd", "surrogate": "atan", "layers": 2, "bidirectional": True}),
     ("scsr", {"surrogate": "triangle", "batchnorm": True, "tau_m_init": 2.0}),
+    ("proposed", {"recurrent": True, "layers": 2, "bidirectional": True, "skip": True}),
 ]
 # One of each cell kind, for the options' tests: LIF, gated v2, gated v1, ALIF, ScSr.
 KINDS = SPIKING[:3] + SPIKING[5:7]
+KERNELS = ["fused", "native"]
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the native backend falls back")
+
+
+def _native_layers(arch: str, extra: dict) -> bool:
+    """Whether the hidden layers of this case have a native kernel (ste-box quantised cells)."""
+    return arch in ("lif", "proposed") and extra.get("surrogate", "ste-box") == "ste-box"
 
 
 def _padded(t: int = 11, lengths=(11, 7, 4)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,11 +90,18 @@ def _assert_same(model, ref, x, mask, steps: int = 2) -> None:
             assert torch.allclose(buf.double(), buf2.double(), atol=1e-9), name  # BN stats, EMA, calls, R
 
 
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("arch, extra", SPIKING)
-def test_fused_equals_eager_on_padded_batches(arch, extra):
+def test_kernel_backends_equal_eager_on_padded_batches(arch, extra, backend):
     x, mask = _padded()
-    model, ref = _pair(arch, extra, ScanOptions("fused"))
-    _assert_same(model, ref, x, mask)
+    model, ref = _pair(arch, extra, ScanOptions(backend))
+    with backends_run() as ran:
+        _assert_same(model, ref, x, mask)
+    one = ran[: len(ran) // 2]  # two minibatches: each runs the same scans
+    assert ran == one * 2
+    layers = one[1:] if model.encoder is not None else one  # the encoder's scan runs first
+    native_layers = backend == "native" and native.available() and _native_layers(arch, extra)
+    assert set(layers) == {"native" if native_layers else "fused"}
     if hasattr(model.layers[0], "quantizer"):
         assert model.layers[0].quantizer.calls == 2 * 11  # every step with a real frame, both batches
 
@@ -86,12 +113,13 @@ def test_chunked_recomputation_equals_eager(arch, extra):
     _assert_same(model, ref, x, mask)
 
 
+@pytest.mark.parametrize("backend, chunk", [("fused", 4), ("native", 0)])
 @pytest.mark.parametrize("arch, extra", KINDS)
-def test_truncated_bptt_equals_eager_detached_state(arch, extra):
+def test_truncated_bptt_equals_eager_detached_state(arch, extra, backend, chunk):
     x, mask = _padded()
-    model, ref = _pair(arch, extra, ScanOptions("fused", time_chunk=4, tbptt=3))
+    model, ref = _pair(arch, extra, ScanOptions(backend, time_chunk=chunk, tbptt=3))
     _assert_same(model, ref, x, mask, steps=1)
-    full, _ = _pair(arch, extra, ScanOptions("fused"))
+    full, _ = _pair(arch, extra, ScanOptions(backend))
     w = torch.randn(*mask.shape, 4, dtype=torch.float64)
     _step(full, x, mask, w, 0)
     model.zero_grad()
@@ -99,10 +127,11 @@ def test_truncated_bptt_equals_eager_detached_state(arch, extra):
     assert not torch.allclose(full.layers[0].weight.grad, model.layers[0].weight.grad)
 
 
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("arch, extra", KINDS)
-def test_eval_and_no_grad_paths_equal_eager(arch, extra):
+def test_eval_and_no_grad_paths_equal_eager(arch, extra, backend):
     x, mask = _padded()
-    model, ref = _pair(arch, extra, ScanOptions("fused"))
+    model, ref = _pair(arch, extra, ScanOptions(backend))
     _step(model, x, mask, torch.ones(*mask.shape, 4, dtype=torch.float64), 0)  # set ranges
     ref.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -114,10 +143,11 @@ def test_eval_and_no_grad_paths_equal_eager(arch, extra):
             assert torch.allclose(a[mask], ref(x, mask).logits[mask], atol=1e-9)
 
 
-def test_encoder_gradient_equals_eager():
+@pytest.mark.parametrize("backend", KERNELS)
+def test_encoder_gradient_equals_eager(backend):
     x, mask = _padded()
     fused, eager = SigmaDeltaEncoder(6, 3, 0.1).double(), SigmaDeltaEncoder(6, 3, 0.1).double()
-    eager.scan_options = ScanOptions("eager")
+    fused.scan_options, eager.scan_options = ScanOptions(backend), ScanOptions("eager")
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     w = torch.randn_like(x)
     a, b = fused(xa, mask), eager(xb, mask)
@@ -128,7 +158,7 @@ def test_encoder_gradient_equals_eager():
     assert torch.equal(fused.quantizer.ema, eager.quantizer.ema)
 
 
-def test_every_built_in_cell_has_a_fused_kernel():
+def test_every_built_in_cell_has_a_fused_kernel_and_auto_takes_native_where_it_can(monkeypatch):
     from snnasr.models.alif import ALIF
     from snnasr.models.encoding import SIGMA_DELTA
     from snnasr.models.lif import LIF, LIF_RESET_ZERO
@@ -136,8 +166,39 @@ def test_every_built_in_cell_has_a_fused_kernel():
     from snnasr.models.scsr import SCSR
 
     for cell in (SIGMA_DELTA, LIF, GATED, ALIF, SCSR):
-        assert resolve_backend(cell, ScanOptions("auto")) == "fused", cell.name
+        assert resolve_backend(cell, ScanOptions("fused")) == "fused", cell.name
+        has_native = cell in (SIGMA_DELTA, LIF, GATED)
+        for backend in ("auto", "native"):
+            want = "native" if has_native and native.available() else "fused"
+            assert resolve_backend(cell, ScanOptions(backend)) == want, cell.name
     assert resolve_backend(LIF_RESET_ZERO, ScanOptions("auto")) == "eager"  # its backward is not derived
+    monkeypatch.setattr(native, "library", lambda: None)  # no compiler, or the build failed
+    assert resolve_backend(GATED, ScanOptions("auto")) == resolve_backend(GATED, ScanOptions("native")) == "fused"
+
+
+def test_without_the_native_library_auto_runs_fused_and_equals_eager(monkeypatch):
+    monkeypatch.setattr(native, "library", lambda: None)
+    x, mask = _padded()
+    model, ref = _pair("proposed", {}, ScanOptions("auto"))
+    with backends_run() as ran:
+        _assert_same(model, ref, x, mask, steps=1)
+    assert set(ran) == {"fused"}
+
+
+@needs_native
+@pytest.mark.parametrize("arch, extra", SPIKING[:3])
+def test_native_falls_back_to_fused_for_options_it_does_not_support(arch, extra, monkeypatch):
+    """time_chunk (replays ranges), the device range state: the same model runs fused, per batch."""
+    x, mask = _padded()
+    model, ref = _pair(arch, extra, ScanOptions("native", time_chunk=3))
+    with backends_run() as ran:
+        _assert_same(model, ref, x, mask, steps=1)
+    assert set(ran) == {"fused"}
+    monkeypatch.setattr(Quantizer, "host", lambda self: False)
+    model, ref = _pair(arch, extra, ScanOptions("native"))
+    with backends_run() as ran:
+        _assert_same(model, ref, x, mask, steps=1)
+    assert set(ran) == {"fused"}
 
 
 def test_cell_without_kernel_falls_back_to_eager():
@@ -161,12 +222,14 @@ def test_bad_scan_options_are_config_errors():
         ScanOptions("triton").check()
 
 
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("arch, extra", KINDS)
-def test_float32_fused_matches_eager(arch, extra):
+def test_float32_kernels_match_eager(arch, extra, backend):
     """float32 takes the oneDNN products where available: equal up to float32 rounding."""
     torch.manual_seed(0)
     model = build(arch, model_config(arch, hidden=9, dropout=0.0, **extra), 5, 4).train()
     ref = copy.deepcopy(model)
+    configure(model, ScanOptions(backend))
     configure(ref, ScanOptions("eager"))
     x, mask = _padded()
     a, b = model(x.float(), mask), ref(x.float(), mask)
@@ -196,8 +259,9 @@ def test_device_range_state_path_equals_eager(arch, extra, monkeypatch):
         assert torch.allclose(p.grad, q.grad, atol=1e-9)
 
 
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("arch, extra", KINDS)
-def test_fused_scan_frees_its_output_after_backward(arch, extra, monkeypatch):
+def test_kernel_scans_free_their_output_after_backward(arch, extra, backend, monkeypatch):
     """No reference cycle through the autograd context: a leak of every step's activations."""
     from snnasr.models.scan import Kernel
 
@@ -205,7 +269,7 @@ def test_fused_scan_frees_its_output_after_backward(arch, extra, monkeypatch):
     bind = Kernel.bind
     monkeypatch.setattr(Kernel, "bind", lambda self, t, out: (outputs.append(weakref.ref(out)), bind(self, t, out)))
     x, mask = _padded()
-    model, _ = _pair(arch, extra, ScanOptions("fused"))
+    model, _ = _pair(arch, extra, ScanOptions(backend))
     gc.disable()  # what Python's collector could free does not count: torch's graph is invisible to it
     try:
         out = _step(model, x, mask, torch.randn(*mask.shape, 4, dtype=torch.float64), 0)

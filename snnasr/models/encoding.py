@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from snnasr.models.bptt import SigmaDeltaKernel
+from snnasr.models.native import NativeSigmaDeltaKernel
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
 
@@ -44,13 +45,15 @@ def _encoder_step(
     return s, SigmaDeltaState(residual, rng)
 
 
-def _encoder_kernel(inputs: tuple[Tensor], state0: SigmaDeltaState, cfg: QuantConfig, masks: list[StepMask]):  # type: ignore[no-untyped-def]
+def _encoder_kernel(
+    inputs: tuple[Tensor], state0: SigmaDeltaState, cfg: QuantConfig, masks: list[StepMask], kind=SigmaDeltaKernel
+):  # type: ignore[no-untyped-def]
     (x,) = inputs
-    kernel = SigmaDeltaKernel(x.shape[0], tuple(x.shape[1:]), masks, cfg, state0.range)
+    kernel = kind(x.shape[0], tuple(x.shape[1:]), masks, cfg, state0.range)
     return kernel, (x,), lambda carry, rng: SigmaDeltaState(carry[0], rng)
 
 
-SIGMA_DELTA = Cell("sigma-delta", _encoder_step, _encoder_kernel)
+SIGMA_DELTA = Cell("sigma-delta", _encoder_step, _encoder_kernel, NativeSigmaDeltaKernel)
 
 
 class SigmaDeltaEncoder(nn.Module):

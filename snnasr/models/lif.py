@@ -50,6 +50,7 @@ from snnasr.models.bptt import LIFKernel
 from snnasr.models.encoding import input_encoder, multibit_quantizer
 from snnasr.models.gemm import linear
 from snnasr.models.layers import drop_drive, kaiming_uniform_, make_norm
+from snnasr.models.native import NativeLIFKernel
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask, spike_step
@@ -117,13 +118,13 @@ def lif_reset_zero_step(x: tuple[Tensor], state: LIFState, params: LIFParams, m:
     return s, LIFState(i, torch.where(s != 0, torch.zeros_like(v), v), rng)
 
 
-def _lif_kernel(inputs: tuple[Tensor], state0: LIFState, params: LIFParams, masks: list[StepMask]):  # type: ignore[no-untyped-def]
+def _lif_kernel(inputs: tuple[Tensor], state0: LIFState, params: LIFParams, masks: list[StepMask], kind=LIFKernel):  # type: ignore[no-untyped-def]
     (j,) = inputs
-    kernel = LIFKernel(j.shape[0], tuple(j.shape[1:]), masks, params.quant, state0.range)
+    kernel = kind(j.shape[0], tuple(j.shape[1:]), masks, params.quant, state0.range)
     return kernel, (j, params.decay), lambda carry, rng: LIFState(*carry, rng)  # type: ignore[call-arg]
 
 
-LIF = Cell("lif", lif_step, _lif_kernel)
+LIF = Cell("lif", lif_step, _lif_kernel, NativeLIFKernel)
 # No fused kernel: its hand-derived backward is for reset by subtraction; scan runs this eagerly.
 LIF_RESET_ZERO = Cell("lif-reset-zero", lif_reset_zero_step)
 

@@ -31,6 +31,7 @@ from snnasr.models.bptt import GatedKernel
 from snnasr.models.encoding import input_encoder, multibit_quantizer, sigma_delta_step
 from snnasr.models.gemm import linear
 from snnasr.models.layers import batch_norm_blocks, dropout_mask, kaiming_uniform_, make_norm
+from snnasr.models.native import NativeGatedKernel
 from snnasr.models.registry import Arch, LayerSpec
 from snnasr.models.scan import Cell, ScanMasks, ScanOptions, scan, step_masks
 from snnasr.models.spikes import QuantConfig, Quantizer, RangeState, StepMask
@@ -89,14 +90,16 @@ def gated_update(
     return s, GatedState(h, residual, s, rng)
 
 
-def _gated_kernel(inputs: tuple[Tensor], state0: GatedState, params: GatedParams, masks: list[StepMask]):  # type: ignore[no-untyped-def]
+def _gated_kernel(
+    inputs: tuple[Tensor], state0: GatedState, params: GatedParams, masks: list[StepMask], kind=GatedKernel
+):  # type: ignore[no-untyped-def]
     (pre,) = inputs
     t, b, h2 = pre.shape
-    kernel = GatedKernel(t, (b, h2 // 2), masks, params.quant, state0.range, params.drop)
+    kernel = kind(t, (b, h2 // 2), masks, params.quant, state0.range, params.drop)
     return kernel, (pre, params.recurrent), lambda carry, rng: GatedState(*carry, rng)  # type: ignore[call-arg]
 
 
-GATED = Cell("proposed", gated_step, _gated_kernel)
+GATED = Cell("proposed", gated_step, _gated_kernel, NativeGatedKernel)
 
 
 class GatedSpikingLayer(nn.Module):

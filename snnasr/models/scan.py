@@ -10,13 +10,20 @@ inputs, state0, params, masks)`` runs the recurrence over time with a backend:
   (nothing recorded), keeping only what the backward needs (O(T·B·H)); the backward is a
   hand-derived reverse loop over time (one GEMM per step for a recurrent weight, weight
   gradients in one GEMM after the loop).  Plain torch ops: the same code runs on CPU and CUDA.
-- ``auto`` (default): ``fused`` when the cell has a kernel, else ``eager`` (a clean fallback,
-  also for ``fused`` asked of a cell without one, e.g. a new architecture).
+- ``native``: the fused kernel with each step's element-wise work in one compiled C call
+  (:mod:`snnasr.models.native`: CPU, float32/float64; gated v1/v2, LIF, sigma-delta encoder).
+  Where the cell has no native kernel, the library cannot be built, or a batch uses an option
+  it does not support (another surrogate, ``time_chunk``, the device range state), that scan
+  runs ``fused``.
+- ``auto`` (default): ``native`` where it applies, else ``fused`` when the cell has a kernel,
+  else ``eager`` (a clean fallback, also for ``fused`` asked of a cell without one, e.g. a new
+  architecture).
 
 Why this shape (measured, see ``snnasr bench`` and README "Performance"): the eager loop's
 cost is per-op overhead (autograd graph and dispatch) of ~40 small ops per step; the fused
 kernel runs ~20 ops per step forward and ~6 backward, with no graph and with Python's cyclic
-garbage collector paused (:func:`_no_cyclic_gc`).
+garbage collector paused (:func:`_no_cyclic_gc`); the native kernel runs one GEMM (v2 only) and
+one compiled call per step, after which the GEMMs are ~70 % of a gated v2 training step.
 
 Masks (:func:`step_masks`) are computed once per batch with one host sync, before the loop; the
 quantiser's range state is explicit (:class:`~snnasr.models.spikes.RangeState`, threaded
@@ -75,6 +82,7 @@ class Kernel:
     from ``state0``, so that a stream can continue from where its previous chunk stopped).
     """
 
+    backend = "fused"  # the backend name this kernel class implements
     out_shape: tuple[int, ...]
     rng0: Any
     carry0: tuple | None = None
@@ -124,11 +132,14 @@ class Kernel:
 
 class Cell(NamedTuple):
     """One spiking recurrence: ``step(x_t, state, params, m_t) -> (s_t, state)`` and an optional
-    ``kernel(inputs, state0, params, masks) -> (Kernel, tensors, final_state(carry, rng))``."""
+    ``kernel(inputs, state0, params, masks[, kind]) -> (Kernel, tensors, final_state(carry, rng))``;
+    ``native``: the :mod:`snnasr.models.native` subclass of its kernel, which ``kernel`` builds
+    when passed as ``kind``."""
 
     name: str
     step: Callable[..., tuple[Tensor, Any]]
     kernel: Callable[..., tuple[Kernel, tuple, Callable]] | None = None
+    native: type | None = None
 
 
 def plain_cell(
@@ -167,9 +178,16 @@ def step_masks(masks: ScanMasks, quantizer: Quantizer) -> list[StepMask]:
 
 
 def resolve_backend(cell: Cell, options: ScanOptions) -> str:
-    """The backend that will run: ``auto``/``fused`` fall back to ``eager`` without a kernel."""
+    """The backend that will run: ``auto``/``fused`` fall back to ``eager`` without a kernel;
+    ``auto``/``native`` take ``native`` where the cell has one and its library could be built
+    (a batch it does not support still runs ``fused``, see :func:`scan`)."""
     if options.backend == "eager" or cell.kernel is None:
         return "eager"
+    if options.backend in ("auto", "native") and cell.native is not None:
+        from snnasr.models.native import available  # here: native imports the kernels, which import this module
+
+        if available():
+            return "native"
     return "fused"
 
 
@@ -286,14 +304,34 @@ def scan(
         ``state0``; a fused cell's state is ``(*carry, range)`` (the kernel's carry, then the range),
     or the carry alone for cells without a range quantiser (:meth:`Kernel.carry_of`).
     """
-    if resolve_backend(cell, options) == "eager":
+    backend = resolve_backend(cell, options)
+    if backend == "eager":
         return eager_scan(cell, inputs, state0, params, masks, options.tbptt)
     assert cell.kernel is not None
-    kernel, tensors, final = cell.kernel(inputs, state0, params, masks)
+    kernel, tensors, final = cell.kernel(inputs, state0, params, masks, *([cell.native] if backend == "native" else []))
+    if backend == "native" and not kernel.supports(tensors, options):  # type: ignore[attr-defined]
+        kernel, tensors, final = cell.kernel(inputs, state0, params, masks)  # this batch: fused
     kernel.carry0 = kernel.carry_of(state0)
     # Under no_grad, needs_input_grad still reports the parameters' requires_grad: pass the mode.
+    for ran in _RECORDERS:
+        ran.append(kernel.backend)
     out = _FusedScan.apply(kernel, options, torch.is_grad_enabled(), *tensors)
     return out, final(*kernel.final)
+
+
+_RECORDERS: list[list[str]] = []
+
+
+@contextlib.contextmanager
+def backends_run() -> Iterator[list[str]]:
+    """The backend (``native``, ``fused``) of every kernel scan run inside, in order: which one a
+    model really ran, after the automatic fallbacks (``snnasr bench`` rows, tests)."""
+    ran: list[str] = []
+    _RECORDERS.append(ran)
+    try:
+        yield ran
+    finally:
+        _RECORDERS.remove(ran)
 
 
 def configure(model: torch.nn.Module, options: ScanOptions) -> None:
