@@ -7,8 +7,10 @@ build step or binary wheel; every machine of this project has a C compiler (``$C
 :func:`library` returns None and the scans run their ``fused`` torch kernels instead (a clean
 fallback, tested).
 
-Flags: ``-O3 -march=native -ffp-contract=off`` (no fused multiply-add contraction: each product
-rounds separately, as torch's ops do) without ``-ffast-math``; with glibc's vector maths library
+Flags: ``-O3 -march=native -ffp-contract=off`` (no implicit fused multiply-add: each product
+rounds separately, as torch's ops do) without ``-ffast-math``; ``-DTORCH_FMA`` where torch's own
+``addcmul`` is a fused multiply-add (:func:`torch_fuses_multiply_add`), so that the C code's
+``addcmul``s round as torch's; with glibc's vector maths library
 (``libmvec``, x86-64) ``exp`` is vectorised (``-DVECTOR_MATH``, 4x faster than scalar ``exp`` at
 [8, 550]); if that build fails, a scalar one is tried.
 
@@ -32,10 +34,20 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 SOURCE = Path(__file__).with_name("native_scan.c")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp-simd", "-fPIC", "-shared"]
 # Tried in order: vectorised exp from libmvec, then plain libm.
 VARIANTS: tuple[tuple[list[str], list[str]], ...] = ((["-DVECTOR_MATH"], ["-lmvec", "-lm"]), ([], ["-lm"]))
+
+
+def torch_fuses_multiply_add() -> bool:
+    """Whether torch's CPU ``addcmul`` rounds once (a fused multiply-add), as its AVX2/AVX-512
+    kernels do: the C code then uses ``fma`` for the same ops, so that it rounds as torch does.
+    Checked on values where one rounding and two differ: ``(1 + 2^-27)^2 - 1``."""
+    a = torch.full((64,), 1 + 2**-27, dtype=torch.float64)  # 64: torch's vectorised loop
+    return bool(torch.addcmul(torch.full_like(a, -1.0), a, a)[0] != 2**-26)
 
 
 def compiler() -> str | None:
@@ -79,8 +91,9 @@ def _build(cc: str, directory: Path) -> Path | None:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
+    fused = ["-DTORCH_FMA"] if torch_fuses_multiply_add() else []
     for defines, libs in VARIANTS:
-        args = [*FLAGS, *defines]
+        args = [*FLAGS, *fused, *defines]
         key = hashlib.sha256("\0".join([source.hex(), *args, *libs, version, _cpu_flags()]).encode()).hexdigest()
         target = directory / f"native_scan-{key[:16]}.so"
         if target.exists():

@@ -20,12 +20,15 @@ new dependency (:mod:`snnasr.models.compiled` builds it at first use).  Running 
 entirely in compiled code with the GEMM inside (BLAS from C) would save only the per-step call
 (~1-2 µs of a ~150 µs step) and would bring a second BLAS and thread pool; not done.
 
-Rounding: every operation is the fused kernel's, in its order, in the tensor's dtype, without
-contraction to FMA (see the C file), so results agree with torch's element for element except
-for ``exp``: libmvec's and torch's (Sleef) differ by up to a few ulp in about 20 % of the
-sigmoids.  In float64 that moves ``h`` by ~1e-16 relative and flips a spike only when ``a``
-lies that close to a quantisation level (never seen in the tests); in float32 a rare spike may
-flip, as it may between oneDNN and MKL products (the tests compare float32 within tolerance).
+Rounding: every operation is the fused kernel's, in its order, in the tensor's dtype, each
+``addcmul`` a fused multiply-add exactly where torch's is (see :mod:`snnasr.models.compiled`),
+so results agree with torch's bit for bit except for ``exp``: libmvec's and torch's (Sleef, and
+libm for a row's tail) differ by up to a few ulp in about 20 % of the sigmoids.  Measured on the
+bench's model (2 x 550, T 800, B 8, one forward, 3.5 M spikes per layer): LIF and the encoder are
+bit-identical to ``fused`` in float64 and float32; the gated v1/v2 in float64 have no spike that
+differs (values within 4e-13); in float32 their trajectories diverge after a first flipped
+spike (step 3-9), as ``fused`` and ``eager`` already do (from step 3: oneDNN against MKL
+products), so float32 runs agree statistically, not bit for bit.
 
 Supported (else :func:`snnasr.models.scan.scan` falls back to ``fused``, automatically): CPU,
 float32 and float64, the ``ste-box`` surrogate, the host-float range state, truncated BPTT;

@@ -1,7 +1,9 @@
 /* Element-wise work of the fused scans (snnasr/models/native.py), one call per time step or per
  * sequence.  Compiled at first use by native.py with the system C compiler, flags there:
- * -ffp-contract=off (no fused multiply-add, so every product rounds as torch's separate ops do),
- * no -ffast-math; with libmvec (glibc, x86-64) exp is vectorised (-DVECTOR_MATH).
+ * -ffp-contract=off (no implicit fused multiply-add: every product rounds as torch's separate ops
+ * do), no -ffast-math; with libmvec (glibc, x86-64) exp is vectorised (-DVECTOR_MATH).  MULADD is
+ * each torch.addcmul of the fused kernels: one rounding (fma) where torch's CPU kernels fuse it
+ * (-DTORCH_FMA, detected at build time: its AVX2/AVX-512 kernels do), two otherwise.
  *
  * Every function mirrors, op for op and in the same order, what the fused kernels in
  * snnasr/models/bptt.py run (see that module for the equations); names follow them.  Layouts are
@@ -40,23 +42,32 @@ typedef struct {
 
 static int n_levels(int n_bits) { return n_bits > 1 ? 1 << (n_bits - 1) : 2; }
 
+#ifdef TORCH_FMA
+#define MULADD(a, b, c) FMA(a, b, c)
+#else
+#define MULADD(a, b, c) ((a) * (b) + (c))
+#endif
+
 #define REAL float
 #define F(name) name##_f
 #define EXP expf
 #define ABS fabsf
 #define TRUNC truncf
+#define FMA fmaf
 #include "native_scan.c"
 #undef REAL
 #undef F
 #undef EXP
 #undef ABS
 #undef TRUNC
+#undef FMA
 
 #define REAL double
 #define F(name) name##_d
 #define EXP exp
 #define ABS fabs
 #define TRUNC trunc
+#define FMA fma
 #include "native_scan.c"
 
 #else /* the body, once per REAL */
@@ -127,16 +138,16 @@ void F(gated_forward)(long t0, long n, long B, long H, int recurrent, const REAL
         if (db) c = c * db[i];
         REAL hp = hb[i], d = hp - c, hn;
         if (recurrent)
-          hn = c + z * d;
+          hn = MULADD(z, d, c);
         else
-          hn = (1 - z) * c + z * hp;
+          hn = MULADD(z, hp, (1 - z) * c);
         hb[i] = hn;
         rb[i] = rb[i] + hn;
         if (keep) {
           zo[i] = z;
-          go[i] = d * (z - z * z);
+          go[i] = d * MULADD(-z, z, z);
           REAL sc = c > 0 ? 1 : 0;
-          REAL dc = sc - sc * z;
+          REAL dc = MULADD(-sc, z, sc);
           go[H + i] = db ? dc * db[i] : dc;
         }
       }
@@ -160,7 +171,7 @@ void F(gated_backward)(long n, long B, long H, const REAL *restrict ds, const RE
       REAL *dp = dpre + t * 2 * bh + b * 2 * H, *dhb = dh + b * H, *drb = dr + b * H;
 #pragma omp simd
       for (long i = 0; i < H; i++) {
-        REAL da = drb[i] + (ds[o + i] - drb[i]) * qd[o + i];
+        REAL da = MULADD(ds[o + i] - drb[i], qd[o + i], drb[i]);
         REAL dht = dhb[i] + da;
         dp[i] = gt[i] * dht;
         dp[H + i] = gt[H + i] * dht;
@@ -183,7 +194,7 @@ void F(lif_forward)(long t0, long n, long B, long H, const REAL *restrict j, con
       REAL *cb = cur + b * H, *vb = v + b * H;
 #pragma omp simd
       for (long i = 0; i < H; i++) {
-        REAL ci = jb[i] + decay[i] * cb[i];
+        REAL ci = MULADD(decay[i], cb[i], jb[i]);
         cb[i] = ci;
         vb[i] = vb[i] + ci;
       }
@@ -205,7 +216,7 @@ void F(lif_backward)(long n, long B, long H, const REAL *restrict gout, const RE
       REAL *dcb = dcur + b * H, *dvb = dv + b * H;
 #pragma omp simd
       for (long i = 0; i < H; i++) {
-        REAL dvp = dvb[i] + (gout[o + i] - dvb[i]) * qd[o + i];
+        REAL dvp = MULADD(gout[o + i] - dvb[i], qd[o + i], dvb[i]);
         REAL dit = dcb[i] + dvp;
         dj[o + i] = dit;
         dcb[i] = c ? 0 : dit * decay[i];
@@ -236,7 +247,7 @@ void F(sigma_delta_backward)(long n, long B, long H, const REAL *restrict gout, 
     const long o = t * bh;
 #pragma omp simd
     for (long i = 0; i < bh; i++) {
-      REAL da = dr[i] + (gout[o + i] - dr[i]) * qd[o + i];
+      REAL da = MULADD(gout[o + i] - dr[i], qd[o + i], dr[i]);
       dx[o + i] = da;
       dr[i] = c ? 0 : da;
     }
