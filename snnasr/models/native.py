@@ -173,13 +173,11 @@ class NativeGatedKernel(_NativeKernel, GatedKernel):
         else:
             rec = PackedWeight(u, b)
             pre_t, out_t = pre[t0:t1].unbind(0), out.unbind(0)
-            step, size = b * hid, pre.element_size()
-            for i in range(n):
+            stride, o0 = b * hid * pre.element_size(), out.data_ptr()
+            for i in range(n):  # per step: the GEMM, then one call (pointer arithmetic: no per-step views)
                 g = rec.addmm(pre_t[i], s)
-                z_i, g_i, q_i = (
-                    None if p is None else p + i * k * size for p, k in ((zp, step), (gp, 2 * step), (qp, step))
-                )
-                fwd(t0 + i, 1, b, hid, 1, g.data_ptr(), hp, rp, out_t[i].data_ptr(), drop, keep, z_i, g_i, q_i, plan)
+                o = i * stride
+                fwd(t0 + i, 1, b, hid, 1, g.data_ptr(), hp, rp, o0 + o, drop, keep, zp and zp + o, gp and gp + 2 * o, qp and qp + o, plan)  # fmt: skip
                 s = out_t[i]
         saved = (gate_buf, z_buf, q_buf) if keep else None
         return (h, r, s), _range_out(state), saved, rs[t0:t1].tolist()
@@ -213,13 +211,13 @@ class NativeGatedKernel(_NativeKernel, GatedKernel):
             )
             return dh, dr, None
         gout_t, dpre_t = gout.unbind(0), dpre.unbind(0)
-        step, size = b * hid, pre.element_size()
-        qp, gp, zp, cp = qd.data_ptr(), gate.data_ptr(), z.data_ptr(), cuts.data_ptr()
+        stride, cut_at = b * hid * pre.element_size(), cuts.tolist()
+        qp, gp, zp, cp, dp0 = qd.data_ptr(), gate.data_ptr(), z.data_ptr(), cuts.data_ptr(), dpre.data_ptr()
         for i in reversed(range(n)):
             ds = gout_t[i] if dg is None else rec.addmm(gout_t[i], dg)
-            off = i * step * size
-            bwd(1, b, hid, ds.data_ptr(), qp + off, gp + 2 * off, zp + off, hp, rp, dpre_t[i].data_ptr(), cp + i)
-            dg = None if cuts[i] else dpre_t[i]
+            o = i * stride
+            bwd(1, b, hid, ds.data_ptr(), qp + o, gp + 2 * o, zp + o, hp, rp, dp0 + 2 * o, cp + i)
+            dg = None if cut_at[i] else dpre_t[i]
         return dh, dr, dg
 
 
