@@ -69,13 +69,13 @@ def _cpu_flags() -> str:
 def cache_dir() -> Path:
     """Where built libraries are kept (see the module docstring); created if missing."""
     env = os.environ.get("SNNASR_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    base = Path(env) if env else Path.home() / ".cache"
-    path = base if os.environ.get("SNNASR_CACHE_DIR") else base / "snnasr"
     try:
+        base = Path(env) if env else Path.home() / ".cache"
+        path = base if os.environ.get("SNNASR_CACHE_DIR") else base / "snnasr"
         path.mkdir(parents=True, exist_ok=True)
         if os.access(path, os.W_OK):
             return path
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: no home directory
         pass
     return _private_dir()
 
