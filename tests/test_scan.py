@@ -90,7 +90,7 @@ def _assert_same(model, ref, x, mask, steps: int = 2) -> None:
             assert torch.allclose(buf.double(), buf2.double(), atol=1e-9), name  # BN stats, EMA, calls, R
 
 
-@pytest.mark.parametrize("backend", KERNELS)
+@pytest.mark.parametrize("backend", [*KERNELS, "auto"])
 @pytest.mark.parametrize("arch, extra", SPIKING)
 def test_kernel_backends_equal_eager_on_padded_batches(arch, extra, backend):
     x, mask = _padded()
@@ -100,7 +100,7 @@ def test_kernel_backends_equal_eager_on_padded_batches(arch, extra, backend):
     one = ran[: len(ran) // 2]  # two minibatches: each runs the same scans
     assert ran == one * 2
     layers = one[1:] if model.encoder is not None else one  # the encoder's scan runs first
-    native_layers = backend == "native" and native.available() and _native_layers(arch, extra)
+    native_layers = backend in ("native", "auto") and native.available() and _native_layers(arch, extra)
     assert set(layers) == {"native" if native_layers else "fused"}
     if hasattr(model.layers[0], "quantizer"):
         assert model.layers[0].quantizer.calls == 2 * 11  # every step with a real frame, both batches
