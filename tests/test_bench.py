@@ -66,6 +66,14 @@ def test_bench_json_rows_and_selection():
     assert data["settings"]["frames"] == 5
 
 
+def test_native_alone_shows_what_ran():
+    """``--backend native`` of a variant without native kernels measures and labels it ``fused``."""
+    rows = run_bench(
+        archs=["alif"], hidden=8, layers=1, frames=5, batch=2, device="cpu", backends=["native"], repeats=1
+    )
+    assert [(r["arch"], r["backend"]) for r in rows] == [("lstm", "torch"), ("alif", "fused")]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
