@@ -223,13 +223,20 @@ class GatedKernel(_SpikingKernel):
         saved = (gate_buf, z_buf, q_buf) if keep else None
         return (h, r, s), rng, saved, rs
 
+    def grad_buffers(self, grads: dict) -> None:
+        """Made by the first reverse chunk (the last in time): ``∂pre`` for all frames and, for v2,
+        ``Uᵀ`` packed for the per-step ``ḡ U`` products (shared with the native kernel)."""
+        if "pre" not in grads:
+            pre, u = self.tensors
+            b, hid = self.out_shape
+            grads["pre"] = pre.new_empty(self.steps, b, 2 * hid)
+            grads["rec"] = None if u is None else PackedWeight(u.t().contiguous(), b)
+
     def backward(self, t0, t1, carry0, saved, adj, grads, cut, gout, ranges):  # type: ignore[no-untyped-def]
         pre, u = self.tensors
         gate, z, qd = saved
         b, hid = self.out_shape
-        if "pre" not in grads:
-            grads["pre"] = pre.new_empty(self.steps, b, 2 * hid)
-            grads["rec"] = None if u is None else PackedWeight(u.t().contiguous(), b)
+        self.grad_buffers(grads)
         rec, n = grads["rec"], t1 - t0
         dpre_t = grads["pre"][t0:t1].unbind(0)
         gout_t, gate_t, z_t, q_t = gout[t0:t1].unbind(0), gate.unbind(0), z.unbind(0), qd.unbind(0)

@@ -186,9 +186,7 @@ class NativeGatedKernel(_NativeKernel, GatedKernel):
         pre, u = self.tensors
         gate, z, qd = saved
         b, hid = self.out_shape
-        if "pre" not in grads:
-            grads["pre"] = pre.new_empty(self.steps, b, 2 * hid)
-            grads["rec"] = None if u is None else PackedWeight(u.t().contiguous(), b)
+        self.grad_buffers(grads)
         rec, n, bwd = grads["rec"], t1 - t0, self.fn["gated_backward"]
         gout = gout[t0:t1].contiguous()
         dpre = grads["pre"][t0:t1]
