@@ -228,6 +228,7 @@ class GatedKernel(_SpikingKernel):
         ``Uᵀ`` packed for the per-step ``ḡ U`` products (shared with the native kernel)."""
         if "pre" not in grads:
             pre, u = self.tensors
+            assert pre is not None
             b, hid = self.out_shape
             grads["pre"] = pre.new_empty(self.steps, b, 2 * hid)
             grads["rec"] = None if u is None else PackedWeight(u.t().contiguous(), b)
