@@ -299,10 +299,17 @@ class LIFKernel(_SpikingKernel):
                 dcur, dv = self._zeros(), self._zeros()
             else:
                 dcur, dv = dit * decay, dvp
-        # ∂β = Σ_t ∂I_t I_{t-1}: I_{t-1} is the chunk's first state, then the saved I's.
+        self.accumulate_decay_grad(grads, t0, t1, carry0, cur)
+        return dcur, dv
+
+    @staticmethod
+    def accumulate_decay_grad(grads: dict, t0: int, t1: int, carry0: tuple, cur: Tensor) -> None:
+        """Add this chunk's ``∂β = Σ_t ∂I_t I_{t-1}`` to ``grads["decay"]`` once ``grads["j"]`` holds
+        its ``∂I``: ``I_{t-1}`` is the chunk's first state, then the saved I's (shared with the
+        native kernel)."""
+        dj = grads["j"]
         dd = (dj[t0] * carry0[0]).sum(0) + (dj[t0 + 1 : t1] * cur[:-1]).sum(dim=(0, 1))
         grads["decay"] = dd if "decay" not in grads else grads["decay"] + dd
-        return dcur, dv
 
     def finish(self, grads: dict, needs: Sequence[bool]) -> tuple[Tensor | None, ...]:
         return (grads["j"] if needs[0] else None, grads["decay"] if needs[1] else None)

@@ -38,6 +38,7 @@ not ``time_chunk`` recomputation (it replays ranges into a second forward).
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +82,10 @@ _SIGNATURES = {
 _SUFFIX = {torch.float32: "_f", torch.float64: "_d"}
 
 
+@functools.cache
 def _functions(dtype: torch.dtype) -> dict[str, Any] | None:
+    """The C functions for ``dtype`` with their argument types set, once per process (every scan's
+    support check asks)."""
     lib = library()
     if lib is None or dtype not in _SUFFIX:
         return None
@@ -247,9 +251,7 @@ class NativeLIFKernel(_NativeKernel, LIFKernel):
             n, b, hid, gout[t0:t1].contiguous().data_ptr(), qd.data_ptr(), decay.data_ptr(), dcur.data_ptr(),
             dv.data_ptr(), dj[t0:t1].data_ptr(), cuts.data_ptr(),
         )  # fmt: skip
-        # ∂β = Σ_t ∂I_t I_{t-1}, as LIFKernel.backward.
-        dd = (dj[t0] * carry0[0]).sum(0) + (dj[t0 + 1 : t1] * cur[:-1]).sum(dim=(0, 1))
-        grads["decay"] = dd if "decay" not in grads else grads["decay"] + dd
+        self.accumulate_decay_grad(grads, t0, t1, carry0, cur)
         return dcur, dv
 
 
