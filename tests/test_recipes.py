@@ -147,3 +147,17 @@ def test_seeds_and_named_configs(tmp_path):
         assert f"seed: {seed}" in config and "arch: lif" in config and "lif_decay_init: 1.0" in config
     report = (recipe / "exp" / "report.md").read_text()
     assert "| lif | 2 |" in report
+
+
+@pytest.mark.parametrize("sweep", sorted((REPO / "recipes" / "demo").glob("sweep_*.txt")), ids=lambda p: p.name)
+def test_committed_sweep_lines_are_valid_configs(sweep):
+    """Every line of a committed sweep file (README "Levers") still loads: its conf exists and its
+    overrides name real, valid fields -- a conf edit that breaks a documented run fails here, not
+    halfway through a sweep."""
+    from snnasr.config import load_config
+
+    lines = [ln.split() for ln in sweep.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines
+    for run, conf, *overrides in lines:
+        cfg = load_config(sweep.parent / "conf" / f"train_{conf}.yaml", overrides, model={"arch": conf.split("_")[0]})
+        assert cfg.model.arch == conf.split("_")[0], run
