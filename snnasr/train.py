@@ -583,6 +583,8 @@ def fit(
                 (exp_dir / "checkpoints" / f"epoch{epoch}.interrupted.pt").unlink(missing_ok=True)
                 _write_metrics(exp_dir, metrics)
             log(_summary_line(row, tc.epochs, lr_used, lr))
+            if (warning := _silent_warning(row)) is not None:
+                log(warning)
             if board is not None:
                 first = next(iter(dev_batches())).to(dev)
                 board.epoch(row, model, (first.x, first.mask))
@@ -602,6 +604,24 @@ def _diverged(exp_dir: Path, epoch: int, step: int, n: int) -> SnnasrError:
     return SnnasrError(
         f"{n} minibatches in a row had a non-finite loss or gradient (epoch {epoch + 1}, up to minibatch "
         f"{step + 1}); training stopped, {keep}; lower train.lr, set train.grad_clip, or check the model.* values"
+    )
+
+
+def _silent_warning(row: dict) -> str | None:
+    """A warning when a hidden layer emitted nothing on the whole dev set this epoch, else None.
+
+    A silent spiking layer passes no signal on and, through a box surrogate, little gradient
+    back: a too-wide dead zone or too fast a start can leave it there for good (the demo's
+    2 x 256 gated SNN, seed 2, lr 0.006, dead zone 4, one thread: 100 % zeros from epoch 1, non-finite steps
+    in epoch 4).  The run goes on (a layer may wake up); the line says which knobs to turn.
+    """
+    silent = [str(i + 1) for i, z in enumerate(row["dev_zero_pct"]) if z >= 100.0]
+    if not silent:
+        return None
+    return (
+        f"warning: epoch {row['epoch']}: hidden layer{'s' if len(silent) > 1 else ''} {', '.join(silent)} "
+        f"emitted no spike on dev (100 % zeros); "
+        f"if it stays silent, lower train.lr or model.threshold, or set train.grad_clip"
     )
 
 

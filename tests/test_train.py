@@ -207,6 +207,25 @@ def test_fit_writes_run_and_model_loads(tmp_path, tiny_build):
     assert T.evaluate(model, batches)["acc"] == pytest.approx(meta["dev_acc"])
 
 
+class SilentModel(TinyModel):
+    """TinyModel whose second hidden layer never emits anything (a dead spiking layer)."""
+
+    def forward(self, x, mask):
+        out = super().forward(x, mask)
+        return out._replace(layer_outputs=[out.layer_outputs[0], torch.zeros_like(out.layer_outputs[1])])
+
+
+def test_silent_layer_is_warned_about_in_the_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "build_model", lambda arch, mcfg, n_in, n_out: SilentModel(n_in, n_out))
+    train, dev = _data()
+    rows = T.fit(_cfg(), train, dev, tmp_path / "run", device="cpu")
+    assert [r["dev_zero_pct"][1] for r in rows] == [100.0, 100.0]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "warning: epoch 1: hidden layer 2 emitted no spike on dev" in log
+    assert "warning: epoch 2: hidden layer 2" in log and "lower train.lr or model.threshold" in log
+    assert "hidden layer 1" not in log  # the live layer is not named
+
+
 def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_build):
     a = T.fit(_cfg(), *_data(), tmp_path / "a", device="cpu")
     b = T.fit(_cfg(), *_data(), tmp_path / "b", device="cpu")
