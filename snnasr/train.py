@@ -612,14 +612,15 @@ def _silent_warning(row: dict) -> str | None:
 
     A silent spiking layer passes no signal on and, through a box surrogate, little gradient
     back: a too-wide dead zone or too fast a start can leave it there for good (the demo's
-    2 x 256 gated SNN, seed 2, lr 0.006, dead zone 4, one thread: 100 % zeros from epoch 1, non-finite steps
-    in epoch 4).  The run goes on (a layer may wake up); the line says which knobs to turn.
+    2 x 256 gated SNN, seed 2, lr 0.006, dead zone 4, one thread: 100 % zeros from epoch 1,
+    non-finite steps in epoch 4).  The run goes on (a layer may wake up); the line, in the
+    house's ``snnasr <stage>: warning:`` form and kept in train.log, says which knobs to turn.
     """
     silent = [str(i + 1) for i, z in enumerate(row["dev_zero_pct"]) if z >= 100.0]
     if not silent:
         return None
     return (
-        f"warning: epoch {row['epoch']}: hidden layer{'s' if len(silent) > 1 else ''} {', '.join(silent)} "
+        f"snnasr train: warning: epoch {row['epoch']}: hidden layer{'s' if len(silent) > 1 else ''} {', '.join(silent)} "
         f"emitted no spike on dev (100 % zeros); "
         f"if it stays silent, lower train.lr or model.threshold, or set train.grad_clip"
     )

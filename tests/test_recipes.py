@@ -159,5 +159,6 @@ def test_committed_sweep_lines_are_valid_configs(sweep):
     lines = [ln.split() for ln in sweep.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert lines
     for run, conf, *overrides in lines:
-        cfg = load_config(sweep.parent / "conf" / f"train_{conf}.yaml", overrides, model={"arch": conf.split("_")[0]})
-        assert cfg.model.arch == conf.split("_")[0], run
+        arch = conf.split("_")[0]  # as sweep.sh: the config name up to its first "_"
+        cfg = load_config(sweep.parent / "conf" / f"train_{conf}.yaml", overrides, model={"arch": arch})
+        assert cfg.model.arch == arch, run
